@@ -148,7 +148,7 @@ def torch_to_flax(
     ignore_re = [re.compile(p) for p in ignore]
     rules = list(rename)
     out: dict[str, np.ndarray] = {}
-    unmapped, mismatched = [], []
+    unmapped, mismatched, mismatched_paths = [], [], set()
     for tkey in state:
         if any(r.search(tkey) for r in ignore_re):
             continue
@@ -166,10 +166,11 @@ def torch_to_flax(
         x = _to_flax_layout(x, path.rpartition(SEP)[2], want)
         if tuple(x.shape) != want:
             mismatched.append(f"{tkey} -> {path}: checkpoint {tuple(x.shape)} vs model {want}")
+            mismatched_paths.add(path)
             continue
         dt = dtype if dtype is not None else getattr(target[path], "dtype", x.dtype)
         out[path] = np.ascontiguousarray(x.astype(dt, copy=False))
-    missing = sorted(set(target) - set(out) - {m.split(" -> ")[1].split(":")[0] for m in mismatched})
+    missing = sorted(set(target) - set(out) - mismatched_paths)
     if unmapped or mismatched or missing:
         lines = [f"{what}: checkpoint does not match the model."]
         if unmapped:
