@@ -15,6 +15,7 @@ class Tiny(nn.Module):
         x = nn.Conv(4, (3, 3), name="conv_in")(x)
         x = nn.GroupNorm(num_groups=2, name="blocks.0")(x)
         x = nn.Dense(5, name="to_out.0")(x)
+        x = x * self.param("logit_scale", nn.initializers.ones, ())  # a raw 0-d parameter
         return x + nn.Embed(7, 5, name="pos")(jnp.zeros(x.shape[:1], jnp.int32))[:, None, None]
 
 
@@ -31,6 +32,7 @@ def _torch_state(rng):
         "to_out.0.weight": rng.normal(size=(5, 4)).astype(np.float32),  # [out, in]
         "to_out.0.bias": rng.normal(size=(5,)).astype(np.float32),
         "pos.weight": rng.normal(size=(7, 5)).astype(np.float32),
+        "logit_scale": np.asarray(rng.normal(), np.float32),
     }
 
 
@@ -47,6 +49,7 @@ def test_layouts_and_round_trip():
     np.testing.assert_array_equal(params["to_out.0"]["kernel"], state["to_out.0.weight"].T)
     np.testing.assert_array_equal(params["blocks.0"]["scale"], state["blocks.0.weight"])
     np.testing.assert_array_equal(params["pos"]["embedding"], state["pos.weight"])
+    assert params["logit_scale"].shape == ()  # raw parameters keep name, layout and rank
     back = flax_to_torch(params)
     assert set(back) == set(state)
     for k in state:

@@ -21,6 +21,8 @@ Leaf names and layouts (PyTorch -> Flax):
     norm ``weight`` [C]             -> ``scale`` [C]
     embedding ``weight`` [N, D]     -> ``embedding`` [N, D]
     ``bias``                        -> ``bias``
+    any other leaf (raw ``nn.Parameter`` such as ``cls_token``, ``position_embeddings``,
+    ``class_embedding``, ``lambda1``, ``logit_scale``) keeps its name and layout.
 Which of kernel/scale/embedding a ``weight`` becomes is read off the abstract Flax tree
 (built with ``jax.eval_shape``), never guessed from the tensor rank alone.
 
@@ -126,6 +128,7 @@ def torch_to_flax(
     ignore: Iterable[str] = (),
     dtype: Any = None,
     what: str = "checkpoint",
+    put: Any = None,
 ) -> dict[str, Any]:
     """Convert a flat PyTorch state dict into a Flax param tree shaped like ``abstract_params``.
 
@@ -140,8 +143,11 @@ def torch_to_flax(
         ``position_ids``); they are skipped, never silently anything else.
       dtype: cast every leaf to this numpy dtype (default: the abstract leaf's dtype).
       what: name of the component, used in error messages.
+      put: optional function applied to each converted leaf as soon as it is ready (e.g.
+        ``jax.device_put``), so that a loader streaming from safetensors never holds a full
+        numpy copy of the weights next to the device copy (peak ~1x the weights, not ~2x).
 
-    Returns: nested dict of numpy arrays.
+    Returns: nested dict of numpy arrays (or of whatever ``put`` returns).
     Raises: ConversionError naming every unmapped key, missing leaf and shape mismatch.
     """
     target = flatten(abstract_params)
@@ -155,7 +161,10 @@ def torch_to_flax(
         key = apply_rules(tkey, rules)
         module, _, leaf = key.rpartition(".")
         fmod = torch_module_to_flax(module)
-        cands = [f"{fmod}{SEP}{fl}" for fl, tl in _TORCH_LEAF_FOR.items() if tl == leaf]
+        if leaf in ("weight", "bias"):
+            cands = [f"{fmod}{SEP}{fl}" for fl, tl in _TORCH_LEAF_FOR.items() if tl == leaf]
+        else:  # a raw parameter: same name on both sides
+            cands = [f"{fmod}{SEP}{leaf}" if fmod else leaf]
         hits = [c for c in cands if c in target]
         if len(hits) != 1:
             unmapped.append(tkey)
@@ -169,7 +178,9 @@ def torch_to_flax(
             mismatched_paths.add(path)
             continue
         dt = dtype if dtype is not None else getattr(target[path], "dtype", x.dtype)
-        out[path] = np.ascontiguousarray(x.astype(dt, copy=False))
+        # np.asarray(order="C"), not ascontiguousarray: that one turns 0-d tensors into shape (1,)
+        x = np.asarray(x.astype(dt, copy=False), order="C")
+        out[path] = put(x) if put is not None else x
     missing = sorted(set(target) - set(out) - mismatched_paths)
     if unmapped or mismatched or missing:
         lines = [f"{what}: checkpoint does not match the model."]
@@ -196,13 +207,12 @@ def flax_to_torch(params: Mapping[str, Any], *, rename: Iterable[KeyRule] = (),
     out: dict[str, np.ndarray] = {}
     for path, v in flatten(params).items():
         module, _, leaf = path.rpartition(SEP)
-        if leaf not in _TORCH_LEAF_FOR:
-            raise ConversionError(f"cannot export Flax leaf {path!r}: unknown leaf name {leaf!r}")
-        key = f"{flax_module_to_torch(module)}.{_TORCH_LEAF_FOR[leaf]}"
+        tleaf = _TORCH_LEAF_FOR.get(leaf, leaf)  # raw parameters keep their name
+        key = f"{flax_module_to_torch(module)}.{tleaf}" if module else tleaf
         key = apply_rules(key, rename)
         x = _to_torch_layout(np.asarray(v), leaf)
         if dtype is not None:
             x = x.astype(dtype)
-        out[key] = np.ascontiguousarray(x)
+        out[key] = np.asarray(x, order="C")
     return out
 

@@ -115,4 +115,5 @@ def save_state_dict(state: Mapping[str, np.ndarray], path: str, metadata: dict[s
     """Write ``{key: array}`` as one safetensors file (PyTorch-loadable)."""
     from safetensors.numpy import save_file
 
-    save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, path, metadata=metadata)
+    # np.asarray(order="C"), not ascontiguousarray: that one turns 0-d tensors into shape (1,)
+    save_file({k: np.asarray(v, order="C") for k, v in state.items()}, path, metadata=metadata)
