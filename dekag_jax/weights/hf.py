@@ -21,6 +21,7 @@ transformers class loads.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Mapping
@@ -37,17 +38,14 @@ _BUFFERS = (r"(^|\.)position_ids$",)
 
 # ----------------------------------------------------------------------------- conversion helpers
 # Raw parameters (cls_token, logit_scale, ...) and key renames are handled by convert itself.
-state_to_params = convert.torch_to_flax
+# Each converted leaf goes to JAX at once (put=), so loading never holds a second full copy.
+state_to_params = functools.partial(convert.torch_to_flax, put=jax.device_put)
 params_to_state = convert.flax_to_torch
 
 
 def _abstract(module, *args, **kwargs):
     shapes = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), *args, **kwargs))
     return shapes["params"]
-
-
-def _to_device(params):
-    return jax.tree.map(jnp.asarray, params)
 
 
 def _save(directory: str, config: dict[str, Any], params, dtype=None) -> None:
@@ -95,7 +93,7 @@ def load_text_encoder(directory: str, dtype: Any = jnp.float32, variant: str | N
     state = read_state_dict(directory, variant)
     params = state_to_params(state, abstract, rename=_prefix_rule(state, "text_model", ("text_projection",)),
                              ignore=_BUFFERS, dtype=_np_dtype(dtype), what=f"{arch} ({directory})")
-    return module, _to_device(params)
+    return module, params
 
 
 def save_text_encoder(directory: str, module, params, dtype: Any = None) -> None:
@@ -126,7 +124,7 @@ def load_clip_vision(directory: str, dtype: Any = jnp.float32, variant: str | No
     state = read_state_dict(directory, variant)
     params = state_to_params(state, abstract, rename=_prefix_rule(state, "vision_model", ("visual_projection",)),
                              ignore=_BUFFERS, dtype=_np_dtype(dtype), what=f"{arch} ({directory})")
-    return module, _to_device(params)
+    return module, params
 
 
 def save_clip_vision(directory: str, module, params, dtype: Any = None) -> None:
@@ -151,7 +149,7 @@ def load_clip_model(directory: str, dtype: Any = jnp.float32, variant: str | Non
     abstract = _abstract(module, jnp.zeros((1, 1), jnp.int32), jnp.zeros((1, v.image_size, v.image_size, v.num_channels)))
     params = state_to_params(read_state_dict(directory, variant), abstract, ignore=_BUFFERS,
                              dtype=_np_dtype(dtype), what=f"CLIPModel ({directory})")
-    return module, _to_device(params)
+    return module, params
 
 
 def save_clip_model(directory: str, module, params, dtype: Any = None) -> None:
@@ -173,7 +171,7 @@ def load_dino(directory: str, dtype: Any = jnp.float32, variant: str | None = No
     ignore = _BUFFERS + ((r"^pooler\.",) if not config.dinov2 else ())
     params = state_to_params(read_state_dict(directory, variant), abstract, ignore=ignore,
                              dtype=_np_dtype(dtype), what=f"{'Dinov2Model' if config.dinov2 else 'ViTModel'} ({directory})")
-    return module, _to_device(params)
+    return module, params
 
 
 def save_dino(directory: str, module, params, dtype: Any = None) -> None:
