@@ -140,7 +140,6 @@ def _atomic_write(path, text):
 def run_sweep(config, out_dir: str, *, mesh=None, progress: bool = True,
               max_points: Optional[int] = None) -> SweepResult:
     """Run (or resume) the sweep of ``config`` into ``out_dir``. See the module docstring."""
-    import jax
     from dekag_jax import parallel
     from dekag_jax.channel.montecarlo import condition_id, num_symbols
 

@@ -67,7 +67,6 @@ def _time_round_robin(fns, iters, repeats):
 
 def bench_jax(a, device=None, prng="philox4x32"):
     import jax
-    import jax.numpy as jnp
     import numpy as np
     from dekag_jax.channel import OFDMConfig, qam, transmit
 

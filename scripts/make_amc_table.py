@@ -22,7 +22,6 @@ import sys
 import time
 
 import jax
-import numpy as np
 
 from dekag_jax.channel import amc
 from dekag_jax.channel.ofdm import OFDMConfig

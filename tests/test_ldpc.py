@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 
 from dekag_jax.channel.ldpc import (
-    LDPCDecoder, LDPCEncoder, NR5GCode, UserCode, WifiCode, base_graph, from_dense, lift,
-    nr5g_parity_check, read_alist, select_base_graph, select_lifting, syndrome, wifi_parity_check,
+    LDPCDecoder, LDPCEncoder, NR5GCode, UserCode, WifiCode, base_graph, from_dense, nr5g_parity_check, read_alist, select_base_graph, select_lifting, syndrome, wifi_parity_check,
     write_alist,
 )
 from dekag_jax.channel.ldpc.codes import format_alist, gf2_inv, gf2_rank, parse_alist

@@ -1,5 +1,4 @@
 """QAM mapping, demapping, LLRs, quantiser and SNR helpers against first principles."""
-import itertools
 import math
 
 import jax

@@ -34,7 +34,7 @@ import importlib.resources
 import json
 import math
 from fractions import Fraction
-from typing import Optional, Sequence
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -183,7 +183,6 @@ def transmit_codewords(key, coded, qam_order: int, snr_db, delay_spread_s, *,
     """
     coded = jnp.asarray(coded)
     C, n = coded.shape
-    q = qam.bits_per_symbol(qam_order)
     syms = qam.bits_to_symbols(coded.reshape(1, C * n) if one_transmission else coded, qam_order)
     y, info = transmit(key, syms, snr_db, delay_spread_s, cfg=cfg)
     llr = equalized_llr(y, info, qam_order)                 # [..., K, q]

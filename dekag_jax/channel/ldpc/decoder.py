@@ -30,7 +30,6 @@ variable-to-check messages are clipped to ``+-llr_max`` (default 20).
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import NamedTuple, Optional
 
 import jax

@@ -18,7 +18,6 @@ information bits sit (``arange(k)`` on the structured path).
 """
 from __future__ import annotations
 
-from typing import Optional
 
 import jax
 import jax.numpy as jnp

@@ -15,7 +15,6 @@ from fractions import Fraction
 from typing import Union
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from .codes import ParityCheck, lift
