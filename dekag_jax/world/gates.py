@@ -1,0 +1,207 @@
+"""Quality gates of the tiny world's pretrained models (tests/test_world_gates.py, README numbers).
+
+Measurements (all deterministic, all on images at the world's size, uint8 or float in [0, 1]):
+
+* :func:`vae_psnr`: reconstruction PSNR of the edge VAE (posterior mean) on held-out renders of
+  one world (cloud: the subjects' ``cg_test`` images, which become S_CG-style latents).
+* :func:`edge_samples`: the edge-GAI's DDIM samples for the 30 target prompts, initial noise from
+  the subjects' ``eg_test`` seeds.
+* :func:`prompt_top1`: fraction of images whose CLIP image feature is closest to the text
+  feature of their own prompt among the 30 target prompts (chance 1/30).
+* :func:`subject_separation`: mean cosine of same-subject vs different-subject feature pairs.
+* :func:`consistency`: eq. 5's DINO-score + CLIP-score between two image sets, per subject
+  (mean over all cross pairs of the same subject), averaged over subjects.
+* :func:`measure_all`: all of the above as one dict (``python -m dekag_jax.world.gates``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dekag_jax.world.corpus import random_specs
+from dekag_jax.world.render import DEFAULT_SIZE, render_batch
+from dekag_jax.world.splits import cloud_samples, split_seeds
+from dekag_jax.world.subjects import target_subjects
+
+__all__ = ["vae_psnr", "heldout_images", "edge_samples", "judge_features", "text_features", "prompt_top1",
+           "subject_separation", "consistency", "measure_all"]
+
+HELDOUT_SEED = 20261122  # disjoint from every stream scripts/pretrain_*.py draws from
+
+
+def _as01(images) -> jax.Array:
+    x = jnp.asarray(images)
+    return x.astype(jnp.float32) / 255.0 if x.dtype == jnp.uint8 else x.astype(jnp.float32)
+
+
+def heldout_images(world: str, n: int = 64, size: int = DEFAULT_SIZE) -> np.ndarray:
+    """Held-out renders uint8 [n, S, S, 3]: edge = random prompts (targets included) with
+    render seeds from HELDOUT_SEED; cloud = the subjects' ``cg_test`` images (cycled)."""
+    if world == "edge":
+        specs = random_specs(HELDOUT_SEED, n, include_targets=True)
+        seeds = np.random.default_rng(HELDOUT_SEED).integers(0, 2**31 - 1, size=n).tolist()
+        return render_batch(specs, seeds, "edge", size)
+    if world == "cloud":
+        subs = target_subjects()
+        per = -(-n // len(subs))
+        imgs = np.concatenate([cloud_samples(s, "cg_test", size)[:per] for s in subs])
+        order = np.arange(len(subs) * per).reshape(len(subs), per).T.reshape(-1)  # round-robin over subjects
+        return imgs[order[:n]]
+    raise ValueError(f"world must be 'edge' or 'cloud', got {world!r}")
+
+
+def vae_psnr(pipe, images) -> float:
+    """Mean PSNR (dB) of ``decode(encode(x))`` (posterior mean) over images uint8/[0,1] [N, H, W, 3]."""
+    from dekag_jax.diffusion.generate import decode_latents, encode_images
+    from dekag_jax.metrics import psnr
+
+    x = _as01(images)
+    y = decode_latents(pipe, encode_images(pipe, x))
+    return float(jnp.mean(psnr(y, x)))
+
+
+def edge_samples(pipe, subjects=None, *, n_per_subject: int = 2, num_steps: int = 25, guidance_scale: float = 5.0):
+    """DDIM samples of the edge pipeline for the subjects' prompts (default: all 30).
+
+    Initial noise of sample j of subject s: ``N(0, I)`` from ``jax.random.key(split_seeds(s,
+    "eg_test")[j])``. Returns (images float32 [S*n, H, W, 3] in [0, 1], labels int [S*n]: index
+    into ``subjects``).
+    """
+    from dekag_jax.diffusion.generate import decode_latents, text_to_latents
+
+    subjects = list(subjects or target_subjects())
+    ss = pipe.unet.config.sample_size
+    shape = (ss, ss, pipe.unet.config.in_channels)
+    prompts, z, labels = [], [], []
+    for i, s in enumerate(subjects):
+        for seed in split_seeds(s, "eg_test")[:n_per_subject]:
+            prompts.append(s.prompt)
+            z.append(jax.random.normal(jax.random.key(seed), shape, jnp.float32))
+            labels.append(i)
+    lat = text_to_latents(pipe, prompts, jax.random.key(0), num_steps=num_steps, guidance_scale=guidance_scale,
+                          latents=jnp.stack(z))
+    return np.asarray(decode_latents(pipe, lat)), np.asarray(labels)
+
+
+def _jit(judges, name, fn):
+    c = judges._jit_cache
+    if name not in c:
+        c[name] = jax.jit(fn)
+    return c[name]
+
+
+def judge_features(judges, images, batch: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """(DINO features [N, D], CLIP image features [N, P]), both L2-normalised, for images
+    uint8/[0, 1] [N, H, W, 3] (resized to each judge's image_size, normalised per family)."""
+    from dekag_jax.models.vit import clip_image_features, dino_features, preprocess
+
+    ds = judges.dino.config.image_size
+    cs = judges.clip.config.vision_config.image_size
+    fd = _jit(judges, "dino", lambda p, x: dino_features(judges.dino, p, preprocess(x, "dino", ds), normalize=True))
+    fc = _jit(judges, "clip", lambda p, x: clip_image_features(judges.clip, p, preprocess(x, "clip", cs),
+                                                                normalize=True))
+    x = _as01(images)
+    d, c = [], []
+    for k in range(0, x.shape[0], batch):
+        d.append(np.asarray(fd(judges.dino_params, x[k:k + batch])))
+        c.append(np.asarray(fc(judges.clip_params, x[k:k + batch])))
+    return np.concatenate(d), np.concatenate(c)
+
+
+def text_features(judges, prompts: Sequence[str]) -> np.ndarray:
+    """CLIP text features [N, P] (L2-normalised) of prompts, tokenised to 77 like the pipeline."""
+    from dekag_jax.models.vit import CLIPModel, l2_normalize
+
+    tok = judges.tokenizer
+    ids = np.asarray(tok(list(prompts), padding="max_length", max_length=tok.model_max_length,
+                         truncation=True)["input_ids"], np.int32)
+    ft = _jit(judges, "text", lambda p, i: l2_normalize(judges.clip.apply({"params": p}, i,
+                                                                           method=CLIPModel.get_text_features)))
+    return np.asarray(ft(judges.clip_params, jnp.asarray(ids)))
+
+
+def prompt_top1(clip_image_feats: np.ndarray, labels: np.ndarray, prompt_feats: np.ndarray) -> float:
+    """Fraction of images whose nearest prompt (cosine) is their own (labels index prompt_feats)."""
+    sims = clip_image_feats @ prompt_feats.T
+    return float(np.mean(np.argmax(sims, -1) == np.asarray(labels)))
+
+
+def subject_separation(feats: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """(mean cosine over same-subject pairs (i != j), mean over different-subject pairs)."""
+    f = feats / np.linalg.norm(feats, axis=-1, keepdims=True)
+    s = f @ f.T
+    lab = np.asarray(labels)
+    same = lab[:, None] == lab[None, :]
+    off = ~np.eye(len(lab), dtype=bool)
+    return float(s[same & off].mean()), float(s[~same].mean())
+
+
+def consistency(feats_a: tuple[np.ndarray, np.ndarray], labels_a, feats_b: tuple[np.ndarray, np.ndarray],
+                labels_b) -> dict[str, float]:
+    """Eq. 5 between image sets A and B: for each subject, mean cosine over all (a, b) pairs of that
+    subject, for DINO and CLIP features; averaged over the subjects present in both.
+    ``feats_*`` = (dino [N, D], clip [N, P]) from :func:`judge_features`."""
+    la, lb = np.asarray(labels_a), np.asarray(labels_b)
+    out = {}
+    for name, fa, fb in (("dino", feats_a[0], feats_b[0]), ("clip", feats_a[1], feats_b[1])):
+        per = [float((fa[la == s] @ fb[lb == s].T).mean()) for s in np.intersect1d(la, lb)]
+        out[name] = float(np.mean(per))
+    out["total"] = out["dino"] + out["clip"]
+    return out
+
+
+def measure_all(pipe=None, judges=None, *, n_per_subject: int = 2, num_steps: int = 25,
+                guidance_scale: float = 5.0, n_psnr: int = 64) -> dict:
+    """Every gate value (see the module docstring), plus the seconds it took."""
+    from dekag_jax.world.models import load_edge_pipeline, load_judges
+
+    t0 = time.time()
+    pipe = pipe or load_edge_pipeline()
+    judges = judges or load_judges()
+    subs = target_subjects()
+    res: dict = {}
+    res["vae_psnr_db"] = {w: round(vae_psnr(pipe, heldout_images(w, n_psnr)), 2) for w in ("edge", "cloud")}
+    edge, edge_lab = edge_samples(pipe, subs, n_per_subject=n_per_subject, num_steps=num_steps,
+                                  guidance_scale=guidance_scale)
+    cloud_test = np.concatenate([cloud_samples(s, "cg_test")[:5] for s in subs])
+    cloud_test_lab = np.repeat(np.arange(len(subs)), 5)
+    cloud_train = np.concatenate([cloud_samples(s, "cg_train")[:5] for s in subs])
+    f_edge = judge_features(judges, edge)
+    f_ct = judge_features(judges, cloud_test)
+    f_cr = judge_features(judges, cloud_train)
+    pf = text_features(judges, [s.prompt for s in subs])
+    res["edge_prompt_top1"] = round(prompt_top1(f_edge[1], edge_lab, pf), 4)
+    res["cloud_prompt_top1"] = round(prompt_top1(f_ct[1], cloud_test_lab, pf), 4)
+    for name, i in (("dino", 0), ("clip", 1)):
+        same, diff = subject_separation(f_ct[i], cloud_test_lab)
+        res[f"{name}_separation_cloud"] = {"same": round(same, 4), "different": round(diff, 4)}
+    res["consistency_edge_vs_cloud"] = {k: round(v, 4) for k, v in consistency(f_edge, edge_lab, f_ct,
+                                                                               cloud_test_lab).items()}
+    res["consistency_cloud_vs_cloud"] = {k: round(v, 4) for k, v in consistency(f_cr, cloud_test_lab, f_ct,
+                                                                                cloud_test_lab).items()}
+    res["settings"] = {"n_per_subject": n_per_subject, "num_steps": num_steps, "guidance_scale": guidance_scale,
+                       "n_psnr": n_psnr, "cloud_images_per_subject": 5}
+    res["seconds"] = round(time.time() - t0, 1)
+    return res
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="Measure the tiny world's quality gates (prints JSON).")
+    ap.add_argument("--n-per-subject", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=25)
+    ap.add_argument("--guidance", type=float, default=5.0)
+    a = ap.parse_args(argv)
+    print(json.dumps(measure_all(n_per_subject=a.n_per_subject, num_steps=a.steps, guidance_scale=a.guidance),
+                     indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""Plumbing shared by ``scripts/pretrain_*.py`` (the tiny world's pretrained models).
+
+Nothing here is model specific: paths of the shipped assets, the JAX compilation cache, the
+optimiser recipe (optax AdamW with warmup + cosine decay and global-norm clipping), progress
+lines with the loss, and a small JSON training log per model (seed, steps, wall time, machine
+load) that lands next to the weights in ``dekag_jax/world/assets/training/``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from typing import Any
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:  # run as `python scripts/pretrain_x.py` from anywhere
+    sys.path.insert(0, REPO)
+
+ASSETS = os.path.join(REPO, "dekag_jax", "world", "assets")
+EDGE_PIPELINE = os.path.join(ASSETS, "edge_pipeline")
+JUDGE_DINO = os.path.join(ASSETS, "judges", "dino")
+JUDGE_CLIP = os.path.join(ASSETS, "judges", "clip")
+TRAINING_LOGS = os.path.join(ASSETS, "training")
+# Intermediate products of one pretraining run (image pools, cached latents): not shipped.
+WORK = os.path.join(REPO, "runs", "pretrain")
+
+
+def setup_jax() -> None:
+    """Persistent compilation cache, so a re-run does not pay XLA compilation again."""
+    import jax
+
+    cache = os.environ.get("DEKAG_JAX_CACHE", os.path.expanduser("~/.cache/dekag_jax/xla"))
+    os.makedirs(cache, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", cache)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 2.0)
+
+
+def loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def make_optimizer(lr: float, steps: int, *, warmup: int | None = None, weight_decay: float = 1e-2,
+                   clip: float = 1.0, end_frac: float = 0.05, mask: Any = None):
+    """AdamW with linear warmup and cosine decay to ``end_frac * lr``, gradients clipped."""
+    import optax
+
+    warmup = max(1, min(warmup if warmup is not None else steps // 20, steps - 1))
+    sched = optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(steps, warmup + 1), lr * end_frac)
+    return optax.chain(optax.clip_by_global_norm(clip),
+                       optax.adamw(sched, b1=0.9, b2=0.99, weight_decay=weight_decay, mask=mask)), sched
+
+
+class Progress:
+    """Periodic progress lines (step, smoothed loss, steps/s, load) and the final training log."""
+
+    def __init__(self, name: str, steps: int, *, every: int = 50, seed: int = 0, config: dict | None = None):
+        self.name, self.steps, self.every, self.seed = name, steps, every, seed
+        self.config = dict(config or {})
+        self.t0 = time.time()
+        self.t_train = None
+        self.load_start = loadavg()
+        self.loads: list[float] = []
+        self.ema: dict[str, float] = {}
+        self.history: list[dict] = []
+        print(f"[{name}] seed={seed} steps={steps} load={self.load_start} python={platform.python_version()}",
+              flush=True)
+
+    def phase(self, msg: str) -> None:
+        print(f"[{self.name}] {time.time() - self.t0:7.1f}s {msg}", flush=True)
+
+    def start_training(self) -> None:
+        self.t_train = time.time()
+
+    def update(self, step: int, metrics: dict[str, float]) -> None:
+        for k, v in metrics.items():
+            v = float(v)
+            self.ema[k] = v if k not in self.ema else 0.9 * self.ema[k] + 0.1 * v
+        if step % self.every == 0 or step == self.steps:
+            el = time.time() - (self.t_train or self.t0)
+            load = os.getloadavg()[0]
+            self.loads.append(load)
+            rate = step / el if el > 0 else 0.0
+            eta = (self.steps - step) / rate if rate > 0 else float("nan")
+            txt = " ".join(f"{k}={v:.4f}" for k, v in self.ema.items())
+            print(f"[{self.name}] step {step:6d}/{self.steps} {txt} | {rate:5.2f} it/s eta {eta:5.0f}s "
+                  f"load {load:.2f}", flush=True)
+            self.history.append({"step": step, **{k: round(v, 5) for k, v in self.ema.items()}})
+
+    def finish(self, extra: dict | None = None) -> dict:
+        wall = time.time() - self.t0
+        rec = {
+            "model": self.name,
+            "seed": self.seed,
+            "steps": self.steps,
+            "wall_time_s": round(wall, 1),
+            "train_loop_s": round(time.time() - self.t_train, 1) if self.t_train else None,
+            "loadavg_start": self.load_start,
+            "loadavg_end": loadavg(),
+            "loadavg_1min_mean_during_training": round(sum(self.loads) / len(self.loads), 2) if self.loads else None,
+            "cpu_count": os.cpu_count(),
+            "final_metrics": {k: round(v, 5) for k, v in self.ema.items()},
+            "config": self.config,
+            "history": self.history,
+            **(extra or {}),
+        }
+        os.makedirs(TRAINING_LOGS, exist_ok=True)
+        with open(os.path.join(TRAINING_LOGS, f"{self.name}.json"), "w") as f:
+            json.dump(rec, f, indent=1, default=str)
+        print(f"[{self.name}] done in {wall:.1f}s (load {rec['loadavg_end']})", flush=True)
+        return rec
+
+
+def param_count(params) -> int:
+    import jax
+
+    return int(sum(x.size for x in jax.tree_util.tree_leaves(params)))
+
+
+def to_float_images(x_uint8):
+    """uint8 [N, H, W, 3] -> float32 in [-1, 1] (the SD VAE's input range)."""
+    import jax.numpy as jnp
+
+    return jnp.asarray(x_uint8, jnp.float32) / 127.5 - 1.0
+
+
+# ----------------------------------------------------------------------------- augmentations (JAX)
+
+def random_resized_crop(key, img, out_size: int, scale=(0.4, 1.0), ratio=(3 / 4, 4 / 3)):
+    """torchvision-style RandomResizedCrop of one image, in JAX (vmap it over a batch).
+
+    img: [H, W, C] float32; returns [out_size, out_size, C] float32 (bilinear, antialiased).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    h, w = img.shape[0], img.shape[1]
+    k1, k2, k3, k4 = jax.random.split(key, 4)
+    area = jax.random.uniform(k1, (), minval=scale[0], maxval=scale[1])
+    logr = jax.random.uniform(k2, (), minval=jnp.log(ratio[0]), maxval=jnp.log(ratio[1]))
+    r = jnp.exp(logr)
+    cw = jnp.clip(jnp.sqrt(area * r) * w, 4.0, w)
+    ch = jnp.clip(jnp.sqrt(area / r) * h, 4.0, h)
+    x0 = jax.random.uniform(k3, ()) * (w - cw)
+    y0 = jax.random.uniform(k4, ()) * (h - ch)
+    sy, sx = out_size / ch, out_size / cw
+    return jax.image.scale_and_translate(img, (out_size, out_size, img.shape[2]), (0, 1),
+                                         jnp.stack([sy, sx]), jnp.stack([-y0 * sy, -x0 * sx]),
+                                         method="linear", antialias=True)
+
+
+def _gray(img):
+    import jax.numpy as jnp
+
+    return jnp.sum(img * jnp.asarray([0.299, 0.587, 0.114], img.dtype), axis=-1, keepdims=True)
+
+
+def color_jitter(key, img, *, brightness=0.3, contrast=0.3, saturation=0.3, p_gray=0.1):
+    """Brightness/contrast/saturation jitter and random grayscale. img in [0, 1], [H, W, 3]."""
+    import jax
+    import jax.numpy as jnp
+
+    kb, kc, ks, kg = jax.random.split(key, 4)
+    u = lambda k, a: jax.random.uniform(k, (), minval=1 - a, maxval=1 + a)
+    img = img * u(kb, brightness)
+    m = jnp.mean(_gray(img))
+    img = (img - m) * u(kc, contrast) + m
+    g = _gray(img)
+    img = (img - g) * u(ks, saturation) + g
+    img = jnp.where(jax.random.uniform(kg) < p_gray, jnp.broadcast_to(_gray(img), img.shape), img)
+    return jnp.clip(img, 0.0, 1.0)
+
+
+def gaussian_blur(key, img, p: float, sigma=(0.1, 1.5)):
+    """With probability p, blur [H, W, C] with a separable 5-tap Gaussian of random sigma."""
+    import jax
+    import jax.numpy as jnp
+
+    k1, k2 = jax.random.split(key)
+    s = jax.random.uniform(k1, (), minval=sigma[0], maxval=sigma[1])
+    t = jnp.arange(-2, 3, dtype=jnp.float32)
+    g = jnp.exp(-0.5 * (t / s) ** 2)
+    g = g / g.sum()
+    pad = jnp.pad(img, ((2, 2), (2, 2), (0, 0)), mode="edge")
+    h = sum(g[i] * pad[i:i + img.shape[0], :, :] for i in range(5))
+    b = sum(g[i] * h[:, i:i + img.shape[1], :] for i in range(5))
+    return jnp.where(jax.random.uniform(k2) < p, b, img)
+
+
+def hflip(key, img, p: float = 0.5):
+    import jax
+    import jax.numpy as jnp
+
+    return jnp.where(jax.random.uniform(key) < p, img[:, ::-1, :], img)
