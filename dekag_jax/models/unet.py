@@ -18,7 +18,7 @@ from typing import Any, Mapping
 import jax.numpy as jnp
 import flax.linen as nn
 
-from dekag_jax.models.errors import UnsupportedConfigError
+from dekag_jax.models.errors import UnsupportedConfigError, diffusers_config_kwargs
 from dekag_jax.models.layers import (DEFAULT_ATTENTION, Downsample2D, ResnetBlock2D, TimestepEmbedding,
                                      Transformer2DModel, Upsample2D, conv, get_timestep_embedding, group_norm,
                                      silu)
@@ -133,25 +133,7 @@ class UNetConfig:
     def from_hf(cls, cfg: Mapping[str, Any]) -> "UNetConfig":
         """Build from a diffusers config dict; raise UnsupportedConfigError naming any field we
         do not implement."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        kwargs: dict[str, Any] = {}
-        for key, val in cfg.items():
-            if key.startswith("_"):
-                continue
-            if key in _UNET_FIXED:
-                want = _UNET_FIXED[key]
-                ok = (val == want) if want is not None else val is None
-                if key == "dropout":
-                    ok = float(val) == 0.0
-                if not ok:
-                    raise UnsupportedConfigError(
-                        f"UNet config: {key}={val!r} is not supported (only {want!r})")
-                continue
-            if key not in known:
-                raise UnsupportedConfigError(f"UNet config: unknown field {key}={val!r}")
-            if isinstance(val, list):
-                val = tuple(tuple(v) if isinstance(v, list) else v for v in val)
-            kwargs[key] = val
+        kwargs = diffusers_config_kwargs(cls, cfg, _UNET_FIXED, "UNet config")
         c = cls(**kwargs)
         c.validate()
         return c

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-from dekag_jax.models.errors import UnsupportedConfigError
+from dekag_jax.models.errors import UnsupportedConfigError, diffusers_config_kwargs
 from dekag_jax.models.layers import (Downsample2D, ResnetBlock2D, Upsample2D, VAEAttention, conv, group_norm,
                                      silu)
 
@@ -48,19 +48,7 @@ class VAEConfig:
     def from_hf(cls, cfg: Mapping[str, Any]) -> "VAEConfig":
         """Build from a diffusers config dict; raise UnsupportedConfigError naming any field we
         do not implement."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        kwargs: dict[str, Any] = {}
-        for key, val in cfg.items():
-            if key.startswith("_"):
-                continue
-            if key in _VAE_FIXED:
-                if val != _VAE_FIXED[key]:
-                    raise UnsupportedConfigError(f"VAE config: {key}={val!r} is not supported "
-                                                 f"(only {_VAE_FIXED[key]!r})")
-                continue
-            if key not in known:
-                raise UnsupportedConfigError(f"VAE config: unknown field {key}={val!r}")
-            kwargs[key] = tuple(val) if isinstance(val, list) else val
+        kwargs = diffusers_config_kwargs(cls, cfg, _VAE_FIXED, "VAE config")
         c = cls(**kwargs)
         c.validate()
         return c
