@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Re-create every shipped model of the tiny world (dekag_jax/world/assets/) from seed 0.
-# Order: the VAE and the CLIP model (text encoder + semantic judge) first, the DINO judge, then
-# the edge UNet in two stages (it needs the VAE and the frozen text encoder). Each script prints progress and
-# writes assets/training/<model>.json (steps, wall time, machine load). Afterwards:
+# Order: the VAE beside the CLIP model (text encoder + semantic judge), the DINO judge beside the first
+# UNet stage (the UNet needs the VAE and the frozen text encoder), then two more UNet stages. Each script
+# prints progress and writes assets/training/<model>.json (steps, wall time, machine load). Weights are
+# stored in float16 (scripts/pretrain_common.SHIP_DTYPE). Afterwards:
 #   python -m dekag_jax.world.gates        # the quality-gate values
 #   python -m pytest -q tests/test_world_gates.py tests/test_world_diffusers.py
-# On the 2-core CPU they were trained on, the VAE and CLIP ran side by side, then DINO beside the UNet.
+# The shipped models were trained on this 2-core CPU; which ran side by side is in the README.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SEED="${SEED:-0}"
@@ -17,6 +18,8 @@ python3 scripts/pretrain_dino.py --seed "$SEED" &
 DINO=$!
 python3 scripts/pretrain_unet.py --seed "$SEED"
 wait "$DINO"
-# Second UNet stage on a fresh pool (what ships): continue from stage 1 with a new cosine schedule.
+# Second and third UNet stages, each on a fresh pool with a new cosine schedule, continuing from the
+# previous stage (the third is what ships). Each stage is one run of under 30 minutes here.
 python3 scripts/pretrain_unet.py --seed "$((SEED + 1))" --lr 3e-4 --init-from dekag_jax/world/assets/edge_pipeline/unet
+python3 scripts/pretrain_unet.py --seed "$((SEED + 2))" --lr 2e-4 --init-from dekag_jax/world/assets/edge_pipeline/unet
 python3 -m dekag_jax.world.gates | tee dekag_jax/world/assets/training/gates.json

@@ -130,10 +130,10 @@ def main(argv=None):
 
     params = jax.device_get(params)
     clip_dir = os.path.join(args.assets, "judges", "clip")
-    save_clip_model(clip_dir, model, params)
+    save_clip_model(clip_dir, model, params, dtype=C.SHIP_DTYPE)
     te = CLIPTextModel(cfg.text_config)
     pipe_dir = os.path.join(args.assets, "edge_pipeline")
-    save_text_encoder(os.path.join(pipe_dir, "text_encoder"), te, {"text_model": params["text_model"]})
+    save_text_encoder(os.path.join(pipe_dir, "text_encoder"), te, {"text_model": params["text_model"]}, dtype=C.SHIP_DTYPE)
     tok_dir = os.path.join(pipe_dir, "tokenizer")
     shutil.rmtree(tok_dir, ignore_errors=True)
     save_tokenizer(tok, tok_dir)

@@ -111,7 +111,7 @@ def make_augment(image_size: int, local_size: int, n_local: int):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=500)
+    ap.add_argument("--steps", type=int, default=1200)
     ap.add_argument("--batch", type=int, default=24)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--pool", type=int, default=2000, help="images rendered per world")
@@ -197,7 +197,7 @@ def main(argv=None):
         prog.update(step, jax.device_get(metrics))
     # The teacher is the better network at the end of DINO training; it is what ships.
     os.makedirs(args.out, exist_ok=True)
-    save_dino(args.out, vit, jax.device_get(teacher["backbone"]))
+    save_dino(args.out, vit, jax.device_get(teacher["backbone"]), dtype=C.SHIP_DTYPE)
     prog.finish({"params": C.param_count(teacher["backbone"]), "out": os.path.relpath(args.out, C.REPO)})
 
 

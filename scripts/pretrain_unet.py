@@ -15,7 +15,9 @@ false, clip_sample false, "leading") and ``assets/training/unet.json``.
 
     python scripts/pretrain_unet.py [--steps N] [--seed S] [--out DIR]
     python scripts/pretrain_unet.py --seed 1 --lr 3e-4 --init-from dekag_jax/world/assets/edge_pipeline/unet
-        (the shipped UNet = stage 1 (seed 0, 1000 steps) + this continuation on a fresh pool)
+    python scripts/pretrain_unet.py --seed 2 --lr 2e-4 --init-from dekag_jax/world/assets/edge_pipeline/unet
+        (the shipped UNet = stage 1 (seed 0, 1400 steps) + two continuations of 1400 steps, each on
+        a fresh pool; each stage is one run of under 30 minutes on the 2-core CPU)
 """
 from __future__ import annotations
 
@@ -51,7 +53,7 @@ def unet_hf_config(latent_size: int, cross_dim: int) -> dict:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--steps", type=int, default=1400)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--pool", type=int, default=12000, help="edge renders encoded to latents")
@@ -155,7 +157,7 @@ def main(argv=None):
     pipe = StableDiffusion(unet=unet, unet_params=jax.device_get(ema), vae=vae, vae_params=jax.device_get(vae_params),
                            text_encoder=te, text_params=jax.device_get(te_params), tokenizer=tok,
                            scheduler_config=dict(SCHEDULER))
-    save_pipeline(pipe, args.out)
+    save_pipeline(pipe, args.out, dtype=C.SHIP_DTYPE)
     prog.finish({"params": C.param_count(ema), "out": os.path.relpath(args.out, C.REPO)})
 
 

@@ -38,7 +38,7 @@ def vae_hf_config(image_size: int) -> dict:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--steps", type=int, default=1200)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--pool", type=int, default=3000, help="training images rendered per world")
@@ -124,7 +124,7 @@ def main(argv=None):
         out_psnr[w] = round(float(np.mean(np.concatenate(vals))), 2)
     prog.phase(f"latent mean {zs.mean():.3f} std {std:.3f} -> scaling_factor {cfg.scaling_factor}; "
                f"held-out PSNR {out_psnr}")
-    save_vae(AutoencoderKL(cfg), jax.device_get(params), args.out)
+    save_vae(AutoencoderKL(cfg), jax.device_get(params), args.out, dtype=np.dtype(C.SHIP_DTYPE))
     prog.finish({"params": C.param_count(params), "latent_std": round(std, 4), "latent_mean": round(float(zs.mean()), 4),
                  "scaling_factor": cfg.scaling_factor, "heldout_psnr_db": out_psnr,
                  "out": os.path.relpath(args.out, C.REPO)})

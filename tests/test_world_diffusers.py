@@ -37,7 +37,10 @@ def test_edge_pipeline_ddim_matches_diffusers(ours):
     z_ours = np.asarray(text_to_latents(ours, prompts, jax.random.key(0), num_steps=STEPS, guidance_scale=GUIDANCE,
                                         latents=z_T))
 
-    ref = diffusers.StableDiffusionPipeline.from_pretrained(models.edge_pipeline_dir())
+    # The weights are stored in float16 (scripts/pretrain_common.SHIP_DTYPE). diffusers upcasts its
+    # own models to float32 by default but transformers 5 keeps the stored dtype, so ask for float32
+    # as our loader does.
+    ref = diffusers.StableDiffusionPipeline.from_pretrained(models.edge_pipeline_dir(), dtype=torch.float32)
     assert isinstance(ref.scheduler, diffusers.DDIMScheduler)
     size = ss * ours.vae_scale_factor
     with torch.no_grad():
@@ -69,8 +72,8 @@ def test_judges_match_transformers():
         x = (imgs.astype(np.float32) / 255.0 - mean) / std  # already at image_size: no resize
         return torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
 
-    vit = transformers.ViTModel.from_pretrained(d["dino"], add_pooling_layer=False).eval()
-    clip = transformers.CLIPModel.from_pretrained(d["clip"]).eval()
+    vit = transformers.ViTModel.from_pretrained(d["dino"], add_pooling_layer=False, dtype=torch.float32).eval()
+    clip = transformers.CLIPModel.from_pretrained(d["clip"], dtype=torch.float32).eval()
     with torch.no_grad():
         d_ref = vit(pixel_values=torch_input("dino")).last_hidden_state[:, 0].numpy()
         c_ref = clip.get_image_features(pixel_values=torch_input("clip"))

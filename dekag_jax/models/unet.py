@@ -16,6 +16,7 @@ import dataclasses
 from typing import Any, Mapping
 
 import jax.numpy as jnp
+import numpy as np
 import flax.linen as nn
 
 from dekag_jax.models.errors import UnsupportedConfigError, diffusers_config_kwargs
@@ -395,8 +396,10 @@ class UNet2DConditionModel(nn.Module):
         return conv(cfg.out_channels, cfg.conv_out_kernel, "conv_out", d, pd)(x)
 
     def dummy_inputs(self, batch: int = 1):
-        """Smallest valid inputs, for ``jax.eval_shape(module.init, ...)``."""
+        """Smallest valid inputs, for ``jax.eval_shape(module.init, ...)``. NumPy, not jnp: creating
+        jnp arrays compiles small XLA programs, which cost more than loading a tiny checkpoint."""
         cfg = self.config
         s = 2 ** cfg.num_upsamplers
-        return (jnp.zeros((batch, s, s, cfg.in_channels), self.dtype), jnp.zeros((batch,), jnp.int32),
-                jnp.zeros((batch, 1, cfg.cross_dims[0]), self.dtype))
+        dt = np.dtype(jnp.dtype(self.dtype))
+        return (np.zeros((batch, s, s, cfg.in_channels), dt), np.zeros((batch,), np.int32),
+                np.zeros((batch, 1, cfg.cross_dims[0]), dt))

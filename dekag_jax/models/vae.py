@@ -11,6 +11,7 @@ from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import flax.linen as nn
 
 from dekag_jax.models.errors import UnsupportedConfigError, diffusers_config_kwargs
@@ -236,5 +237,8 @@ class AutoencoderKL(nn.Module):
         return self.decode(z)
 
     def dummy_inputs(self, batch: int = 1):
+        """Smallest valid inputs (NumPy, see UNet2DConditionModel.dummy_inputs); the second is raw
+        uint32[2] key data for the posterior sample."""
         f = self.downsample_factor
-        return (jnp.zeros((batch, f, f, self.config.in_channels), self.dtype), jax.random.PRNGKey(0))
+        return (np.zeros((batch, f, f, self.config.in_channels), np.dtype(jnp.dtype(self.dtype))),
+                np.zeros((2,), np.uint32))

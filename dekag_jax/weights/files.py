@@ -117,3 +117,7 @@ def save_state_dict(state: Mapping[str, np.ndarray], path: str, metadata: dict[s
 
     # np.asarray(order="C"), not ascontiguousarray: that one turns 0-d tensors into shape (1,)
     save_file({k: np.asarray(v, order="C") for k, v in state.items()}, path, metadata=metadata)
+    # safetensors creates the file 0600; give it the usual mode (0666 less the umask), as open() would.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)

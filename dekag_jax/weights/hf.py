@@ -1,8 +1,9 @@
 """Load/save transformers checkpoints (CLIP text/vision/full, DINO v1, DINOv2) as Flax modules + params.
 
-Every loader builds the abstract Flax tree under ``jax.eval_shape`` (no weights allocated), then
-fills it strictly with :func:`dekag_jax.weights.convert.torch_to_flax`: any unmapped checkpoint
-key, missing parameter or shape mismatch raises ``ConversionError`` listing all of them. Flax
+Every loader builds the abstract Flax tree under ``jax.eval_shape`` (no weights allocated; cached
+per config, weights/abstract.py), then fills it strictly with
+:func:`dekag_jax.weights.convert.torch_to_flax`: any unmapped checkpoint key, missing parameter or
+shape mismatch raises ``ConversionError`` listing all of them. Flax
 paths equal the checkpoint keys (``text_model/encoder/layers.0/...`` <-> ``text_model.encoder.
 layers.0...``), so the only key rules are:
 
@@ -32,6 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from dekag_jax.weights import convert
+from dekag_jax.weights.abstract import abstract_params
 from dekag_jax.weights.files import read_config, read_state_dict, save_state_dict
 
 _BUFFERS = (r"(^|\.)position_ids$",)
@@ -43,17 +45,17 @@ state_to_params = functools.partial(convert.torch_to_flax, put=jax.device_put)
 params_to_state = convert.flax_to_torch
 
 
-def _abstract(module, *args, **kwargs):
-    shapes = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), *args, **kwargs))
-    return shapes["params"]
-
-
 def _save(directory: str, config: dict[str, Any], params, dtype=None) -> None:
     os.makedirs(directory, exist_ok=True)
     with open(os.path.join(directory, "config.json"), "w") as f:
         json.dump(config, f, indent=2, sort_keys=True)
     state = params_to_state(jax.tree.map(np.asarray, params), dtype=dtype)
     save_state_dict(state, os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
+
+
+def _image(config) -> np.ndarray:
+    """A one-image NHWC example input for ``abstract_params`` (NumPy: creating it compiles nothing)."""
+    return np.zeros((1, config.image_size, config.image_size, config.num_channels), np.float32)
 
 
 def _np_dtype(dtype):
@@ -89,7 +91,7 @@ def load_text_encoder(directory: str, dtype: Any = jnp.float32, variant: str | N
                                      f"{sorted(classes)}")
     config = CLIPTextConfig.from_hf(cfg)
     module = classes[arch](config, dtype=dtype, param_dtype=dtype)
-    abstract = _abstract(module, jnp.zeros((1, 1), jnp.int32))
+    abstract = abstract_params(module, np.zeros((1, 1), np.int32))
     state = read_state_dict(directory, variant)
     params = state_to_params(state, abstract, rename=_prefix_rule(state, "text_model", ("text_projection",)),
                              ignore=_BUFFERS, dtype=_np_dtype(dtype), what=f"{arch} ({directory})")
@@ -120,7 +122,7 @@ def load_clip_vision(directory: str, dtype: Any = jnp.float32, variant: str | No
                                      "CLIPVisionModel or CLIPVisionModelWithProjection (use load_clip_model for CLIPModel)")
     config = CLIPVisionConfig.from_hf(cfg)
     module = CLIPVisionModel(config, with_projection=arch.endswith("WithProjection"), dtype=dtype, param_dtype=dtype)
-    abstract = _abstract(module, jnp.zeros((1, config.image_size, config.image_size, config.num_channels)))
+    abstract = abstract_params(module, _image(config))
     state = read_state_dict(directory, variant)
     params = state_to_params(state, abstract, rename=_prefix_rule(state, "vision_model", ("visual_projection",)),
                              ignore=_BUFFERS, dtype=_np_dtype(dtype), what=f"{arch} ({directory})")
@@ -146,7 +148,7 @@ def load_clip_model(directory: str, dtype: Any = jnp.float32, variant: str | Non
     config = CLIPConfig.from_hf(cfg)
     module = CLIPModel(config, dtype=dtype, param_dtype=dtype)
     v = config.vision_config
-    abstract = _abstract(module, jnp.zeros((1, 1), jnp.int32), jnp.zeros((1, v.image_size, v.image_size, v.num_channels)))
+    abstract = abstract_params(module, np.zeros((1, 1), np.int32), _image(v))
     params = state_to_params(read_state_dict(directory, variant), abstract, ignore=_BUFFERS,
                              dtype=_np_dtype(dtype), what=f"CLIPModel ({directory})")
     return module, params
@@ -167,7 +169,7 @@ def load_dino(directory: str, dtype: Any = jnp.float32, variant: str | None = No
 
     config = ViTConfig.from_hf(read_config(directory))
     module = ViTModel(config, dtype=dtype, param_dtype=dtype)
-    abstract = _abstract(module, jnp.zeros((1, config.image_size, config.image_size, config.num_channels)))
+    abstract = abstract_params(module, _image(config))
     ignore = _BUFFERS + ((r"^pooler\.",) if not config.dinov2 else ())
     params = state_to_params(read_state_dict(directory, variant), abstract, ignore=ignore,
                              dtype=_np_dtype(dtype), what=f"{'Dinov2Model' if config.dinov2 else 'ViTModel'} ({directory})")

@@ -5,9 +5,9 @@
 ``save_vae`` write the same layout, which diffusers' ``from_pretrained`` loads.
 
 Loading streams: the parameter tree is first built abstractly (``jax.eval_shape`` of ``init``,
-so no random weights are materialised), then tensors are read one at a time from safetensors,
-converted to the Flax layout and turned into JAX arrays. Peak host memory stays near one copy of
-the weights (SD2.1's UNet: 3.5 GB in fp32).
+so no random weights are materialised; cached per config, weights/abstract.py), then tensors are
+read one at a time from safetensors, converted to the Flax layout and turned into JAX arrays. Peak
+host memory stays near one copy of the weights (SD2.1's UNet: 3.5 GB in fp32).
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import jax.numpy as jnp
 
 from dekag_jax.models.unet import UNet2DConditionModel, UNetConfig
 from dekag_jax.models.vae import AutoencoderKL, VAEConfig
+from dekag_jax.weights.abstract import abstract_params
 from dekag_jax.weights.convert import flatten, flax_to_torch, torch_to_flax, unflatten
 from dekag_jax.weights.files import read_config, read_state_dict, save_state_dict
 
@@ -36,12 +37,6 @@ VAE_LEGACY_RENAME = (
     (r"(attentions\.\d+)\.value\.", r"\1.to_v."),
     (r"(attentions\.\d+)\.proj_attn\.", r"\1.to_out.0."),
 )
-
-
-def abstract_params(module, *inputs) -> dict[str, Any]:
-    """``params`` tree of ``module`` as ShapeDtypeStructs (nothing allocated)."""
-    shapes = jax.eval_shape(module.init, jax.random.PRNGKey(0), *inputs)
-    return shapes["params"]
 
 
 def _to_jax(tree: Mapping[str, Any]) -> dict[str, Any]:
