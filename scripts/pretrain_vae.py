@@ -124,7 +124,7 @@ def main(argv=None):
         out_psnr[w] = round(float(np.mean(np.concatenate(vals))), 2)
     prog.phase(f"latent mean {zs.mean():.3f} std {std:.3f} -> scaling_factor {cfg.scaling_factor}; "
                f"held-out PSNR {out_psnr}")
-    save_vae(AutoencoderKL(cfg), jax.device_get(params), args.out, dtype=np.dtype(C.SHIP_DTYPE))
+    save_vae(AutoencoderKL(cfg), jax.device_get(params), args.out, dtype=C.SHIP_DTYPE)
     prog.finish({"params": C.param_count(params), "latent_std": round(std, 4), "latent_mean": round(float(zs.mean()), 4),
                  "scaling_factor": cfg.scaling_factor, "heldout_psnr_db": out_psnr,
                  "out": os.path.relpath(args.out, C.REPO)})

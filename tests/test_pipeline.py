@@ -22,29 +22,17 @@ from dekag_jax.diffusion.generate import decode_latents, encode_images, text_to_
 from dekag_jax.models.errors import UnsupportedConfigError  # noqa: E402
 from dekag_jax.weights.files import CheckpointError  # noqa: E402
 from dekag_jax.weights.pipeline import load_pipeline, save_pipeline  # noqa: E402
+from transformers.convert_slow_tokenizer import bytes_to_unicode  # noqa: E402
 
 PROMPTS = ["the cat", "a dog"]
 STEPS = 5
 GUIDANCE = 7.5
 
 
-def _bytes_to_unicode():
-    """GPT-2 / CLIP byte -> printable unicode table."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, (chr(c) for c in cs)))
-
-
 def write_tiny_tokenizer(d, pad_token="!"):
     """A CLIP BPE tokenizer folder (vocab.json, merges.txt, configs) with a 521-token vocab."""
     os.makedirs(d, exist_ok=True)
-    chars = list(_bytes_to_unicode().values())
+    chars = list(bytes_to_unicode().values())
     merges = [("t", "h"), ("th", "e</w>"), ("a", "t</w>"), ("c", "at</w>"), ("o", "g</w>"), ("d", "og</w>")]
     vocab = chars + [c + "</w>" for c in chars] + [a + b for a, b in merges] + ["<|startoftext|>", "<|endoftext|>"]
     with open(os.path.join(d, "vocab.json"), "w") as f:

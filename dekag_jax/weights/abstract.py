@@ -93,9 +93,7 @@ def abstract_params(module, *args, method: Callable | None = None, **kwargs) -> 
             return _tree_from_json(entry)
         except (OSError, ValueError, TypeError):
             pass  # absent or unreadable: trace below
-    init = (lambda: module.init(jax.random.PRNGKey(0), *args, method=method, **kwargs)) if method else (
-        lambda: module.init(jax.random.PRNGKey(0), *args, **kwargs))
-    tree = jax.eval_shape(init)["params"]
+    tree = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), *args, method=method, **kwargs))["params"]
     entry = {k: [list(v.shape), jax.numpy.dtype(v.dtype).name] for k, v in flatten(tree).items()}
     _MEMORY[mem_key] = entry
     if path is not None:
