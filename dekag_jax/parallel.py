@@ -40,10 +40,13 @@ DATA_AXIS = "data"
 _initialized = False
 
 
-def maybe_initialize_distributed() -> bool:
+def maybe_initialize_distributed(force: bool = False) -> bool:
     """Initialise multi-host JAX if the environment asks for it. Returns True if initialised.
 
-    Must run before any other JAX computation in the process. Idempotent.
+    ``force=True`` calls ``jax.distributed.initialize()`` even when no variable describes the job
+    (JAX's own cluster auto-detection then fills in the details). Must run before any other JAX
+    computation in the process. Idempotent. Command-line tools reach this through
+    :func:`dekag_jax.runtime.setup`.
     """
     global _initialized
     if _initialized:
@@ -61,6 +64,8 @@ def maybe_initialize_distributed() -> bool:
     elif int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_STEP_NODELIST" in env:
         jax.distributed.initialize()
     elif int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1:
+        jax.distributed.initialize()
+    elif force:
         jax.distributed.initialize()
     else:
         return False

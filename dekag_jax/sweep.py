@@ -287,16 +287,6 @@ def plot(rows, path):
 
 
 # ----------------------------------------------------------------------------- CLI
-def _enable_compilation_cache():
-    import jax
-    d = os.environ.get("DEKAG_JAX_COMPILATION_CACHE",
-                       os.path.join(os.path.expanduser("~"), ".cache", "dekag_jax", "xla"))
-    if d:
-        os.makedirs(d, exist_ok=True)
-        jax.config.update("jax_compilation_cache_dir", d)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-
-
 def main(argv=None):
     from absl import app, flags
     from ml_collections import config_flags
@@ -313,9 +303,8 @@ def main(argv=None):
     if fv["config"].value is None or fv.out is None:
         raise app.UsageError("--config and --out are required")
 
-    from dekag_jax import parallel
-    parallel.maybe_initialize_distributed()
-    _enable_compilation_cache()
+    from dekag_jax import parallel, runtime
+    runtime.setup()
     import jax
     config = config_flag.value
     t0 = time.time()

@@ -37,11 +37,9 @@ def main(argv=None):
     ap.add_argument("--target", type=float, default=amc.TARGET_BLER)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(amc.__file__), "data", "amc_table.json"))
-    ap.add_argument("--cache-dir", default=os.path.expanduser("~/.cache/dekag_jax/jax_cache"),
-                    help="persistent JAX compilation cache ('' to disable)")
     args = ap.parse_args(argv)
-    if args.cache_dir:
-        jax.config.update("jax_compilation_cache_dir", args.cache_dir)
+    from dekag_jax import runtime
+    runtime.setup()
 
     cfg = OFDMConfig(delay_spread_grid_s=tuple(args.delay_spread))
     mcs_list = amc.all_mcs()

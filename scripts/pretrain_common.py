@@ -32,13 +32,10 @@ WORK = os.path.join(REPO, "runs", "pretrain")
 
 
 def setup_jax() -> None:
-    """Persistent compilation cache, so a re-run does not pay XLA compilation again."""
-    import jax
+    """The package's one runtime setup (persistent compilation cache, distributed when asked)."""
+    from dekag_jax import runtime
 
-    cache = os.environ.get("DEKAG_JAX_CACHE", os.path.expanduser("~/.cache/dekag_jax/xla"))
-    os.makedirs(cache, exist_ok=True)
-    jax.config.update("jax_compilation_cache_dir", cache)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 2.0)
+    runtime.setup(min_compile_time_s=2.0)
 
 
 def loadavg() -> list[float]:

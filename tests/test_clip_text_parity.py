@@ -14,7 +14,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from dekag_jax.models.clip_text import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection  # noqa: E402
-from dekag_jax.models.errors import UnsupportedConfigError  # noqa: E402
+from dekag_jax.errors import UnsupportedConfigError  # noqa: E402
 from dekag_jax.weights.convert import ConversionError  # noqa: E402
 from dekag_jax.weights.files import read_state_dict, save_state_dict  # noqa: E402
 from dekag_jax.weights.hf import load_text_encoder, save_text_encoder  # noqa: E402

@@ -19,7 +19,7 @@ diffusers = pytest.importorskip("diffusers")
 transformers = pytest.importorskip("transformers")
 
 from dekag_jax.diffusion.generate import decode_latents, encode_images, text_to_latents  # noqa: E402
-from dekag_jax.models.errors import UnsupportedConfigError  # noqa: E402
+from dekag_jax.errors import UnsupportedConfigError  # noqa: E402
 from dekag_jax.weights.files import CheckpointError  # noqa: E402
 from dekag_jax.weights.pipeline import load_pipeline, save_pipeline  # noqa: E402
 from transformers.convert_slow_tokenizer import bytes_to_unicode  # noqa: E402

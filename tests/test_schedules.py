@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from dekag_jax.diffusion import schedules as S
-from dekag_jax.models.errors import UnsupportedConfigError
+from dekag_jax.errors import UnsupportedConfigError
 
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")

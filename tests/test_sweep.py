@@ -52,7 +52,7 @@ def test_resume_and_four_devices_match_single_device(tmp_path):
     # 3) a fresh run on 4 forced host devices (subprocess: the flag must precede jax import)
     b = str(tmp_path / "four")
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-               JAX_PLATFORMS="cpu", DEKAG_JAX_COMPILATION_CACHE="",
+               JAX_PLATFORMS="cpu", DEKAG_JAX_CACHE_DIR="off",
                PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     cmd = [sys.executable, "-m", "dekag_jax.sweep", "--config", SMOKE, "--out", b,
            "--noprogress", "--config.taus=1/64", "--config.snrs_db=(0.,20.)",

@@ -16,7 +16,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from safetensors.numpy import load_file, save_file  # noqa: E402
 
-from dekag_jax.models.errors import UnsupportedConfigError  # noqa: E402
+from dekag_jax.errors import UnsupportedConfigError  # noqa: E402
 from dekag_jax.models.vae import VAEConfig  # noqa: E402
 from dekag_jax.weights.convert import ConversionError  # noqa: E402
 from dekag_jax.weights.sd import WEIGHTS_NAME, load_vae, save_vae  # noqa: E402

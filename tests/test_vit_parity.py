@@ -13,7 +13,7 @@ transformers = pytest.importorskip("transformers")
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from dekag_jax.models.errors import UnsupportedConfigError  # noqa: E402
+from dekag_jax.errors import UnsupportedConfigError  # noqa: E402
 from dekag_jax.models.vit import (  # noqa: E402
     NORMALIZATION, CLIPModel, CLIPVisionModel, ViTConfig, ViTModel, bicubic_matrix, clip_image_features,
     cosine_similarity, dino_features, interpolate_pos_embed, preprocess,

@@ -35,16 +35,14 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--amc-table", default=None, help="AMC table JSON (default: the shipped one)")
     ap.add_argument("--pixels-per-element", type=int, default=64, help="latent-ldpc: pixels per latent position")
-    ap.add_argument("--cache-dir", default=os.path.expanduser("~/.cache/dekag_jax/jax_cache"),
-                    help="JAX persistent compilation cache ('' to disable)")
     args = ap.parse_args(argv)
 
     import jax
     from PIL import Image
     from tqdm import tqdm
 
-    if args.cache_dir:
-        jax.config.update("jax_compilation_cache_dir", args.cache_dir)
+    from .. import runtime
+    runtime.setup()
     from ..channel import amc
     from ..metrics import psnr
     from .jpeg_ldpc import jpeg_ldpc

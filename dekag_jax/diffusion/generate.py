@@ -12,7 +12,7 @@ images NHWC ``[B, H, W, 3]`` float32 in [0, 1].
 
 Every entry point is jitted and cached per (model, static settings); a new batch size, resolution
 or step count compiles once more. The persistent compilation cache is enabled only by command-line
-tools (:func:`enable_compilation_cache`), never on import.
+tools (:func:`dekag_jax.runtime.setup`), never on import.
 """
 from __future__ import annotations
 
@@ -26,17 +26,6 @@ import numpy as np
 from dekag_jax.diffusion.ddim import ddim_sample
 from dekag_jax.diffusion.schedules import NoiseSchedule, from_scheduler_config
 
-
-def enable_compilation_cache(path: str | None = None) -> str:
-    """Turn on JAX's persistent compilation cache (for CLI entry points; not called on import).
-
-    ``path`` defaults to ``$DEKAG_JAX_CACHE`` or ``~/.cache/dekag_jax/jax``. Returns the path.
-    """
-    path = path or os.environ.get("DEKAG_JAX_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "dekag_jax", "jax")
-    os.makedirs(path, exist_ok=True)
-    jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-    return path
 
 
 # ----------------------------------------------------------------------------- building blocks (pure)

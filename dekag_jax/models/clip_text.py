@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-from dekag_jax.models.errors import UnsupportedConfigError
+from dekag_jax.errors import UnsupportedConfigError
 
 Dtype = Any
 

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import flax.linen as nn
 
-from dekag_jax.models.errors import UnsupportedConfigError, diffusers_config_kwargs
+from dekag_jax.errors import UnsupportedConfigError, diffusers_config_kwargs
 from dekag_jax.models.layers import (DEFAULT_ATTENTION, Downsample2D, ResnetBlock2D, TimestepEmbedding,
                                      Transformer2DModel, Upsample2D, conv, get_timestep_embedding, group_norm,
                                      silu)

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import flax.linen as nn
 
-from dekag_jax.models.errors import UnsupportedConfigError, diffusers_config_kwargs
+from dekag_jax.errors import UnsupportedConfigError, diffusers_config_kwargs
 from dekag_jax.models.layers import (Downsample2D, ResnetBlock2D, Upsample2D, VAEAttention, conv, group_norm,
                                      silu)
 

@@ -41,7 +41,7 @@ from dekag_jax.models.clip_text import (
     ACTIVATIONS, CLIPEncoder, CLIPMLP, CLIPTextConfig, CLIPTextTransformer, attention, check_act,
     check_fields, layer_norm,
 )
-from dekag_jax.models.errors import UnsupportedConfigError
+from dekag_jax.errors import UnsupportedConfigError
 
 Dtype = Any
 

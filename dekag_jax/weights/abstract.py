@@ -34,12 +34,11 @@ _SOURCE_HASH: list[str] = []
 
 
 def cache_dir() -> Path | None:
-    """Directory of the on-disk shape cache, or None when ``DEKAG_JAX_CACHE_DIR=off``."""
-    root = os.environ.get("DEKAG_JAX_CACHE_DIR", "")
-    if root.lower() in ("off", "0", "none"):
-        return None
-    base = Path(root) if root else Path.home() / ".cache" / "dekag_jax"
-    return base / "param_shapes"
+    """Directory of the on-disk shape cache (``<runtime cache root>/param_shapes``), or None when
+    ``DEKAG_JAX_CACHE_DIR=off``."""
+    from dekag_jax.runtime import cache_dir as _runtime_cache_dir
+
+    return _runtime_cache_dir("param_shapes")
 
 
 def clear_memory_cache() -> None:

@@ -81,7 +81,7 @@ def load_text_encoder(directory: str, dtype: Any = jnp.float32, variant: str | N
     in ``dtype``. ``variant`` selects e.g. ``model.fp16.safetensors``.
     """
     from dekag_jax.models.clip_text import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-    from dekag_jax.models.errors import UnsupportedConfigError
+    from dekag_jax.errors import UnsupportedConfigError
 
     cfg = read_config(directory)
     arch = (cfg.get("architectures") or ["CLIPTextModel"])[0]
@@ -112,7 +112,7 @@ def save_text_encoder(directory: str, module, params, dtype: Any = None) -> None
 def load_clip_vision(directory: str, dtype: Any = jnp.float32, variant: str | None = None):
     """``CLIPVisionModel`` or ``CLIPVisionModelWithProjection`` checkpoint -> ``(CLIPVisionModel, params)``
     (``module.with_projection`` tells which)."""
-    from dekag_jax.models.errors import UnsupportedConfigError
+    from dekag_jax.errors import UnsupportedConfigError
     from dekag_jax.models.vit import CLIPVisionConfig, CLIPVisionModel
 
     cfg = read_config(directory)
@@ -138,7 +138,7 @@ def load_clip_model(directory: str, dtype: Any = jnp.float32, variant: str | Non
     """Full ``CLIPModel`` checkpoint (keys ``text_model.*``, ``vision_model.*``, ``text_projection``,
     ``visual_projection``, ``logit_scale``) -> ``(CLIPModel, params)``. Use ``module.apply(...,
     method=CLIPModel.get_text_features / get_image_features)`` for one tower."""
-    from dekag_jax.models.errors import UnsupportedConfigError
+    from dekag_jax.errors import UnsupportedConfigError
     from dekag_jax.models.vit import CLIPConfig, CLIPModel
 
     cfg = read_config(directory)

@@ -30,7 +30,7 @@ from typing import Any, Sequence
 
 import jax.numpy as jnp
 
-from dekag_jax.models.errors import UnsupportedConfigError
+from dekag_jax.errors import UnsupportedConfigError
 from dekag_jax.weights.files import CheckpointError
 
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer")
