@@ -1,7 +1,11 @@
 """Errors and config checks shared by the model definitions."""
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import os
+import re
+import sys
 from typing import Any, Mapping
 
 
@@ -37,3 +41,118 @@ def diffusers_config_kwargs(cls, cfg: Mapping[str, Any], fixed: Mapping[str, Any
             val = tuple(tuple(v) if isinstance(v, list) else v for v in val)
         kwargs[key] = val
     return kwargs
+
+
+# ----------------------------------------------------------------------------- command lines
+class UsageError(Exception):
+    """Bad command-line input. ``cli_main`` prints ``error: <message>`` (one line) and exits 2."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` whose errors are one line (a :class:`UsageError`, exit 2 under
+    :func:`cli_main`) instead of usage text plus a message, with a ``--debug`` flag (tracebacks)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Values with units may be negative ("--delay-spread -3ns", "--snr -2.5dB"): let them reach
+        # the argument's parser (which names the problem) instead of being taken for options.
+        self._negative_number_matcher = re.compile(
+            r"^-(\d+\.?\d*|\.\d+)(e[-+]?\d+)?\s*[a-zA-Zµμ]*$")
+        self.add_argument("--debug", action="store_true",
+                          help="show the full traceback of an error instead of one line")
+
+    def error(self, message):
+        raise UsageError(message)
+
+
+def arg_type(parse, what: str = ""):
+    """An argparse ``type=`` from a parser that raises ValueError: its message reaches the user
+    (argparse would otherwise print only 'invalid <function name> value')."""
+    def f(text):
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    f.__name__ = what or getattr(parse, "__name__", "value")
+    return f
+
+
+def _one_line(text: str) -> str:
+    lines = [ln.strip() for ln in str(text).strip().splitlines() if ln.strip()]
+    return " ".join(lines) if len(lines) <= 3 else lines[0]
+
+
+def cli_main(main, argv=None) -> int:
+    """Run ``main(argv) -> int | None`` as a command: returns the exit status.
+
+    A :class:`UsageError` prints ``error: <message>`` to stderr (one line) and gives 2; any other
+    exception prints ``error: <type>: <message> (run with --debug for the traceback)`` and gives
+    1. With ``--debug`` in ``argv`` exceptions propagate with their traceback. ``SystemExit``
+    (``--help``) passes through. Use as ``sys.exit(cli_main(main))``.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        rc = main(argv)
+    except UsageError as e:
+        if debug:
+            raise
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - a command reports every failure in one line
+        if debug:
+            raise
+        print(f"error: {type(e).__name__}: {_one_line(e)} (run with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
+    return 0 if rc is None else int(rc)
+
+
+def _created_dirs(path: str) -> list:
+    """The directories ``os.makedirs(path)`` would create, outermost first."""
+    out, p = [], os.path.abspath(path)
+    while not os.path.exists(p):
+        out.append(p)
+        parent = os.path.dirname(p)
+        if parent == p:
+            break
+        p = parent
+    return out[::-1]
+
+
+def prepare_output_dir(path: str, what: str = "output folder") -> list:
+    """Create ``path`` if needed and prove it writable (create and remove a probe file), before
+    any work. Returns the directories created (for :func:`remove_if_empty`). Raises
+    :class:`UsageError` naming the path when it is a file, lies under a file, or is not
+    writable; anything created by the attempt is removed again."""
+    if not path:
+        raise UsageError(f"{what} is empty")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f"{what} {path!r} exists and is not a folder")
+    created = _created_dirs(path)
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, f".write_probe_{os.getpid()}")
+        with open(probe, "w") as fh:
+            fh.write("")
+        os.remove(probe)
+    except OSError as e:
+        remove_if_empty(created)
+        raise UsageError(f"{what} {path!r} cannot be written: {e.strerror or e}") from None
+    return created
+
+
+def remove_if_empty(created: list) -> None:
+    """Remove the directories of :func:`prepare_output_dir` that are still empty (innermost
+    first), so a failed command leaves no empty output folder behind."""
+    for d in reversed(created):
+        try:
+            os.rmdir(d)  # only succeeds if empty
+        except OSError:
+            break

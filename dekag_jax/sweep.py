@@ -60,7 +60,8 @@ class SweepResult:
 def _ofdm_config(config):
     from dekag_jax.channel import OFDMConfig
     ch = config.channel
-    grid = tuple(float(w) * 1e-9 for w in config.delay_spreads_ns)
+    from dekag_jax.channel.condition import ns_to_s
+    grid = tuple(ns_to_s(w) for w in config.delay_spreads_ns)
     return OFDMConfig(num_subchannels=int(ch.num_subchannels),
                       subcarrier_spacing_hz=float(ch.subcarrier_spacing_hz),
                       channel=str(ch.channel), equalizer=str(ch.equalizer),
@@ -79,6 +80,7 @@ def _parse_taus(taus):
 
 def conditions(config):
     """The grid of ``Condition``s of a sweep config, in tau-major order (validates all fields)."""
+    from dekag_jax.channel.condition import ns_to_s
     from dekag_jax.channel.montecarlo import Condition, num_symbols
     from dekag_jax.channel.qam import check_m
     check_m(config.M)
@@ -89,8 +91,15 @@ def conditions(config):
         raise ValueError(f"num_realizations={config.num_realizations} must be >= 1")
     if int(config.batch) < 1:
         raise ValueError(f"batch={config.batch} must be >= 1")
+    for w in config.delay_spreads_ns:
+        w = float(w)
+        if not (math.isfinite(w) and w > 0):
+            raise ValueError(f"delay spread omega={w:g} ns must be finite and > 0")
+        if w < 0.1:  # a value in seconds written into the ns field
+            raise ValueError(f"delay spread omega={w:g} ns is implausible (< 0.1 ns); "
+                             f"did you mean {w:g} s = {w * 1e9:g} ns?")
     _ofdm_config(config)  # validates channel fields and omegas
-    return [Condition(t, float(g), float(w) * 1e-9)
+    return [Condition(t, float(g), ns_to_s(w))
             for t in taus for g in config.snrs_db for w in config.delay_spreads_ns]
 
 
@@ -287,36 +296,95 @@ def plot(rows, path):
 
 
 # ----------------------------------------------------------------------------- CLI
-def main(argv=None):
-    from absl import app, flags
+_USAGE = """python -m dekag_jax.sweep --config CFG.py --out DIR [--config.FIELD=VALUE ...]
+                          [--max_points N] [--noprogress] [--debug]"""
+
+
+def _flag_values(argv=()):
+    from absl import flags
     from ml_collections import config_flags
 
     fv = flags.FlagValues()
-    config_flag = config_flags.DEFINE_config_file("config", None, "sweep config (python file)",
-                                                  flag_values=fv)
+    # sys_argv: config_flags finds the --config.FIELD overrides there (default: sys.argv, which is
+    # not what main(argv) was given when called from Python)
+    config_flag = config_flags.DEFINE_config_file("config", None, "sweep config (python file "
+                                                  "with get_config())", flag_values=fv,
+                                                  sys_argv=["sweep"] + list(argv))
     flags.DEFINE_string("out", None, "output directory (resumed if it exists)", flag_values=fv)
     flags.DEFINE_integer("max_points", None, "stop after this many new conditions",
                          flag_values=fv)
     flags.DEFINE_bool("progress", True, "show a tqdm progress bar", flag_values=fv)
-    argv = list(sys.argv if argv is None else argv)
-    fv(argv)
-    if fv["config"].value is None or fv.out is None:
-        raise app.UsageError("--config and --out are required")
+    flags.DEFINE_bool("debug", False, "show the full traceback of an error", flag_values=fv)
+    return fv, config_flag
+
+
+def _config_path(argv) -> Optional[str]:
+    for i, a in enumerate(argv):
+        if a.startswith("--config="):
+            return a.split("=", 1)[1]
+        if a == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def _parse_args(argv):
+    """Validate the command line and the config before any work (UsageError, one line)."""
+    from absl import flags
+    from dekag_jax.errors import UsageError
+
+    fv, config_flag = _flag_values(argv)
+    if any(a in ("-h", "--help", "-help", "--helpfull") for a in argv):
+        print(f"usage: {_USAGE}\n\n{__doc__.strip()}\n\nflags:\n{fv.get_help()}")
+        raise SystemExit(0)
+    path = _config_path(argv)
+    if path is None:
+        raise UsageError("--config is required (e.g. --config configs/sweep_default.py)")
+    if not os.path.isfile(path):
+        raise UsageError(f"config file {path!r} does not exist")
+    try:
+        fv(["sweep"] + list(argv))
+        config = config_flag.value
+    except flags.Error as e:
+        raise UsageError(str(e).strip().splitlines()[0]) from None
+    if fv.out is None:
+        raise UsageError("--out is required (the output folder)")
+    if fv.max_points is not None and fv.max_points < 0:
+        raise UsageError(f"--max_points={fv.max_points} must be >= 0")
+    try:
+        conditions(config)  # rates in {1..6}/64, delay spreads > 0, M, channel fields, ...
+    except (ValueError, TypeError) as e:
+        raise UsageError(f"config {path}: {e}") from None
+    return fv, config
+
+
+def main(argv=None):
+    """``python -m dekag_jax.sweep``: validates everything (``--help`` works; one-line errors,
+    exit 2), then sets up the runtime and runs. ``argv`` excludes the program name."""
+    from dekag_jax.errors import prepare_output_dir, remove_if_empty
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    fv, config = _parse_args(argv)
+    created = prepare_output_dir(fv.out)
 
     from dekag_jax import parallel, runtime
-    runtime.setup()
-    import jax
-    config = config_flag.value
-    t0 = time.time()
-    res = run_sweep(config, fv.out, progress=fv.progress, max_points=fv.max_points)
+    try:
+        runtime.setup()
+        import jax
+        t0 = time.time()
+        res = run_sweep(config, fv.out, progress=fv.progress, max_points=fv.max_points)
+    except BaseException:
+        remove_if_empty([os.path.join(fv.out, "points")] if created else [])
+        remove_if_empty(created)
+        raise
     if parallel.is_main_process():
         print(f"devices: {jax.device_count()} ({jax.devices()[0].platform}); computed "
               f"{len(res.computed)} points, reused {len(res.reused)}, "
               f"{'complete' if res.complete else 'INCOMPLETE'} in {time.time() - t0:.1f} s")
         if res.complete:
             print(f"wrote {os.path.join(fv.out, 'results.csv')} (+ .json, .png)")
-    return res
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    from dekag_jax.errors import cli_main
+    sys.exit(cli_main(main))

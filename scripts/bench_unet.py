@@ -1,22 +1,30 @@
 #!/usr/bin/env python3
-"""Benchmark our Flax UNet against diffusers' PyTorch UNet2DConditionModel on the same machine.
+"""Benchmark our Flax UNet against diffusers' PyTorch UNet2DConditionModel on the same device.
 
-Measures (batch 1 by default, latents 64x64 = 512 px images, 77 text tokens):
+Measures (batch 1 on CPU, 8 on GPU by default; latents 64x64 = 512 px images, 77 text tokens):
   * forward: our jitted ``module.apply`` vs diffusers under ``torch.no_grad``;
   * LoRA-style train step: loss = mean((eps_pred - noise)^2) and its gradient w.r.t. the
     attention projections only (``.*/attn[12]/to_(q|k|v|out\\.0)/kernel``, selected by regex over
     parameter paths); everything else is a non-differentiated argument (not a jit constant, which
     would bake 3.5 GB into the program). diffusers: the same parameters with requires_grad,
     forward + backward.
+  * FLOPs and MFU: model FLOPs counted from the jaxpr (``dekag_jax.perf.count_flops``: convs,
+    matmuls, attention from shapes) of the same maths with plain einsum attention and no remat;
+    "executed" FLOPs of the configuration timed (remat and the chunked kernel's backward
+    recompute). MFU = model FLOPs / time / the matmul peak measured first in the same run on the
+    same device (jnp.dot of random n x n operands in the benchmark's dtype). XLA's own cost
+    analysis is printed beside it: it counts a while-loop body once (the chunked attention runs
+    under lax.map) and, on GPU, does not see convolutions or fused attention, so it is not used.
 Both sides use random weights built from the same config: the diffusers model is created from
 its config and its state dict converted to ours with dekag_jax.weights.convert (which exercises
-the converter at full size). Times are medians of --iters runs after warm-up; compile time is
-reported separately.
+the converter at full size). Times are medians of --iters runs after warm-up, ours and diffusers
+interleaved; compile time is reported separately.
 
 Usage:
-  python scripts/bench_unet.py                      # small config, quick
+  python scripts/bench_unet.py --config tiny --latent 16 --tokens 8   # smoke test, seconds
+  python scripts/bench_unet.py                      # small config
   python scripts/bench_unet.py --config sd21        # full SD2.1 UNet (865M params, ~10 GB RAM)
-  python scripts/bench_unet.py --gpu                # also bf16 throughput + MFU if a GPU is present
+  python scripts/bench_unet.py --config sd21 --device gpu            # bf16, batch 8, on the GPU
 
 Thread count: ``--threads N`` sets torch.set_num_threads(N) and, for JAX, XLA's CPU thread use
 (N=1 disables Eigen multithreading; N>1 uses XLA's default pool, sized to the machine's cores).
@@ -24,6 +32,7 @@ Thread count: ``--threads N`` sets torch.set_num_threads(N) and, for JAX, XLA's 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import statistics
@@ -31,6 +40,11 @@ import sys
 import time
 
 CONFIGS = {
+    # Two blocks, 8x8-group norms: a smoke test that compiles in seconds (use --latent 16).
+    "tiny": dict(
+        block_out_channels=[32, 64], attention_head_dim=[2, 4], cross_attention_dim=32, layers_per_block=1,
+        down_block_types=["CrossAttnDownBlock2D", "DownBlock2D"], up_block_types=["UpBlock2D", "CrossAttnUpBlock2D"],
+        norm_num_groups=8),
     # SD2-shaped but narrow: quick to run, same code paths as sd21.
     "small": dict(
         block_out_channels=[32, 64, 128, 128], attention_head_dim=[1, 2, 4, 4], cross_attention_dim=128,
@@ -49,6 +63,8 @@ COMMON = dict(
     only_cross_attention=False, num_class_embeds=None,
 )
 LORA_TARGETS = r".*/attn[12]/to_(q|k|v|out\.0)/kernel$"
+# Issue 21's goals (GPU, bf16, batch >= 8): time ratios ours/diffusers, MFU of the train step.
+GOALS = {"forward": 0.6, "train": 0.7, "mfu_train": 0.30}
 
 
 def parse(argv=None):
@@ -56,15 +72,22 @@ def parse(argv=None):
     p.add_argument("--config", choices=sorted(CONFIGS), default="small")
     p.add_argument("--latent", type=int, default=64, help="latent height = width (64 -> 512 px images)")
     p.add_argument("--tokens", type=int, default=77)
-    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--batch", type=int, default=None, help="default 1 on CPU, 8 on GPU")
+    p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="cpu",
+                   help="where both sides run (auto: the GPU if JAX sees one)")
+    p.add_argument("--gpu", dest="device", action="store_const", const="gpu", help="same as --device gpu")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default=None,
+                   help="weights, activations and the peak matmul (default float32 on CPU, bfloat16 on GPU)")
     p.add_argument("--iters", type=int, default=3, help="timed runs per measurement (median reported)")
     p.add_argument("--threads", type=int, default=os.cpu_count())
-    p.add_argument("--attention", choices=["chunked", "einsum", "jax"], default="chunked")
+    p.add_argument("--attention", default="auto",
+                   help="our attention implementation (dekag_jax.models.layers.ATTENTION_IMPLS)")
     p.add_argument("--remat", action="store_true", help="gradient checkpointing in our train step")
+    p.add_argument("--peak-n", type=int, default=None, help="matmul size for the measured peak (2048 CPU, 8192 GPU)")
     p.add_argument("--xla-flags", default="", help="extra XLA_FLAGS for our side (e.g. --xla_cpu_use_onednn=true)")
     p.add_argument("--no-torch", action="store_true", help="skip diffusers timings (ours only)")
     p.add_argument("--no-train", action="store_true", help="skip the train-step measurement")
-    p.add_argument("--gpu", action="store_true", help="if a GPU backend exists, also bf16 throughput and MFU")
+    p.add_argument("--json", default=None, help="also write the results to this JSON file")
     return p.parse_args(argv)
 
 
@@ -92,6 +115,11 @@ def paired_times(fa, fb, iters):
     return {k: (statistics.median(w), statistics.median(c)) for k, (w, c) in out.items()}
 
 
+def _sync_torch(torch, dev):
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def main(argv=None):
     args = parse(argv)
     flags = os.environ.get("XLA_FLAGS", "")
@@ -101,93 +129,184 @@ def main(argv=None):
     os.environ["XLA_FLAGS"] = flags.strip()
 
     import numpy as np
-    import torch
-    import diffusers
     import jax
     import jax.numpy as jnp
 
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+    from dekag_jax import perf, runtime
     from dekag_jax.models.unet import UNet2DConditionModel, UNetConfig
     from dekag_jax.weights.convert import flatten, torch_to_flax, unflatten
     from dekag_jax.weights.sd import abstract_params
 
-    torch.set_num_threads(args.threads)
+    info = runtime.setup()
+    gpus = [d for d in jax.devices() if d.platform == "gpu"]
+    device_kind = args.device
+    if device_kind == "auto":
+        device_kind = "gpu" if gpus else "cpu"
+    if device_kind == "gpu" and not gpus:
+        print("--device gpu: JAX sees no GPU; nothing to do")
+        return {}
+    dev = gpus[0] if device_kind == "gpu" else jax.devices("cpu")[0]
+    dtype_name = args.dtype or ("bfloat16" if device_kind == "gpu" else "float32")
+    jdt = jnp.dtype(dtype_name)
+    B = args.batch or (8 if device_kind == "gpu" else 1)
+    S, L = args.latent, args.tokens
+
+    torch = diffusers = None
+    if not args.no_torch:
+        try:
+            import torch
+            import diffusers
+        except ImportError as e:
+            print(f"# torch/diffusers not importable ({e}): ours only")
+            torch = None
+    tdev = None
+    if torch is not None:
+        torch.set_num_threads(args.threads)
+        if device_kind == "gpu":
+            if torch.cuda.is_available():
+                tdev = torch.device("cuda")
+            else:
+                print("# torch sees no CUDA device: ours only")
+                torch = None
+        else:
+            tdev = torch.device("cpu")
+
     cfg_dict = {**COMMON, **CONFIGS[args.config]}
-    backend = jax.default_backend()
-    print(f"# bench_unet config={args.config} latent={args.latent} tokens={args.tokens} batch={args.batch} "
-          f"threads={args.threads} attention={args.attention} remat={args.remat} backend={backend}")
-    print(f"# XLA_FLAGS={os.environ['XLA_FLAGS']!r} torch={torch.__version__} diffusers={diffusers.__version__} "
-          f"jax={jax.__version__}")
+    print(f"# bench_unet config={args.config} latent={S} tokens={L} batch={B} dtype={dtype_name} "
+          f"threads={args.threads} attention={args.attention} remat={args.remat}")
+    print(f"# device: {getattr(dev, 'device_kind', dev)} ({dev.platform}); jax {jax.__version__}"
+          + (f", torch {torch.__version__}, diffusers {diffusers.__version__}" if torch is not None else "")
+          + f"; compilation cache {info.compilation_cache}")
+    print(f"# XLA_FLAGS={os.environ['XLA_FLAGS']!r}")
     try:
         print(f"# load average: {os.getloadavg()}")
     except OSError:
         pass
+    results = dict(config=args.config, latent=S, tokens=L, batch=B, dtype=dtype_name, device=str(
+        getattr(dev, "device_kind", dev)), attention=args.attention, remat=args.remat, jax=jax.__version__)
+
+    # ---------------------------------------------------------------- measured matmul peak
+    peak_n = args.peak_n or (8192 if device_kind == "gpu" else 2048)
+    peak = perf.measure_matmul_peak(n=peak_n, dtype=jdt, device=dev)
+    P = peak["flops_per_s"]
+    results["peak_flops_per_s"] = P
+    print(f"measured matmul peak: {P / 1e12:.3f} TFLOP/s ({peak['dtype']} {peak_n}^3, jnp.dot, median of 10) "
+          "-- the MFU denominator")
 
     # ---------------------------------------------------------------- models
-    t0 = time.perf_counter()
-    torch.manual_seed(0)
-    tm = diffusers.UNet2DConditionModel(**cfg_dict).eval()
-    n_params = sum(p.numel() for p in tm.parameters())
-    print(f"diffusers model built: {n_params / 1e6:.1f} M params ({time.perf_counter() - t0:.1f} s)")
+    def mk(**kw):
+        return UNet2DConditionModel(config=UNetConfig.from_hf(cfg_dict), dtype=jdt, param_dtype=jdt, **kw)
 
-    module = UNet2DConditionModel(UNetConfig.from_hf(dict(tm.config)), attention_impl=args.attention,
-                                  gradient_checkpointing=args.remat)
+    module = mk(attention_impl=args.attention, gradient_checkpointing=args.remat)
+    # Model-FLOP reference: the same maths with plain einsum attention and no remat, so recompute
+    # (remat, the chunked kernel's FlashAttention-style backward) is not counted as useful work.
+    ref_module = mk(attention_impl="einsum", gradient_checkpointing=False)
     t0 = time.perf_counter()
-    abstract = abstract_params(module, *module.dummy_inputs())
-    state = {k: v.detach().numpy() for k, v in tm.state_dict().items()}  # shares torch's memory
-    flat = flatten(torch_to_flax(state, abstract, what="bench UNet"))
-    del state
-    params = unflatten({k: jnp.asarray(flat.pop(k)) for k in list(flat)})
-    print(f"converted torch state -> flax params with our converter: {time.perf_counter() - t0:.1f} s")
+    if torch is not None:
+        torch.manual_seed(0)
+        tm = diffusers.UNet2DConditionModel(**cfg_dict).eval()
+        n_params = sum(p.numel() for p in tm.parameters())
+        abstract = abstract_params(module, *module.dummy_inputs())
+        state = {k: v.detach().numpy() for k, v in tm.state_dict().items()}  # shares torch's memory
+        flat = flatten(torch_to_flax(state, abstract, what="bench UNet"))
+        del state
+        params = unflatten({k: jax.device_put(jnp.asarray(flat.pop(k), jdt), dev) for k in list(flat)})
+        if dtype_name != "float32" or tdev.type != "cpu":
+            tm = tm.to(tdev, dtype=getattr(torch, dtype_name))
+        print(f"diffusers model built and converted with our converter: {n_params / 1e6:.1f} M params "
+              f"({time.perf_counter() - t0:.1f} s)")
+    else:
+        tm = None
+        params = module.init(jax.random.key(0), *module.dummy_inputs())["params"]
+        params = jax.tree.map(lambda a: jax.device_put(a.astype(jdt), dev), params)
+        print(f"our model initialised randomly ({time.perf_counter() - t0:.1f} s)")
 
-    B, S, L = args.batch, args.latent, args.tokens
     D = module.config.cross_dims[0]
     rng = np.random.default_rng(0)
     x_np = rng.standard_normal((B, 4, S, S)).astype(np.float32)
     c_np = rng.standard_normal((B, L, D)).astype(np.float32)
     n_np = rng.standard_normal((B, 4, S, S)).astype(np.float32)
     t_np = np.full((B,), 500, np.int64)
-    x_j, c_j, n_j = (jnp.asarray(x_np.transpose(0, 2, 3, 1)), jnp.asarray(c_np),
-                     jnp.asarray(n_np.transpose(0, 2, 3, 1)))
-    t_j = jnp.asarray(t_np.astype(np.int32))
-    x_t, c_t, n_t, t_t = (torch.from_numpy(a) for a in (x_np, c_np, n_np, t_np))
+    put = lambda a, dt=jdt: jax.device_put(jnp.asarray(a, dt), dev)  # noqa: E731
+    x_j, c_j, n_j = put(x_np.transpose(0, 2, 3, 1)), put(c_np), put(n_np.transpose(0, 2, 3, 1), jnp.float32)
+    t_j = put(t_np.astype(np.int32), jnp.int32)
+    if tm is not None:
+        tdt = getattr(torch, dtype_name)
+        x_t, c_t = (torch.from_numpy(a).to(tdev, tdt) for a in (x_np, c_np))
+        n_t, t_t = torch.from_numpy(n_np).to(tdev), torch.from_numpy(t_np).to(tdev)
 
-    results = {}
+    def shape_of(tree):
+        return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), tree)
+
+    def report(what, t_ours, flops_model, flops_exec, xla_flops, t_peer=None, cpu=None):
+        line = (f"ours {what}: {t_ours * 1e3:.1f} ms; model {flops_model / 1e9:.2f} GFLOP (jaxpr count, einsum "
+                f"attention, no remat) -> {flops_model / t_ours / 1e12:.3f} TFLOP/s, MFU "
+                f"{perf.mfu(flops_model, t_ours, P):.1%}; executed {flops_exec / 1e9:.2f} GFLOP (HFU "
+                f"{perf.mfu(flops_exec, t_ours, P):.1%})")
+        if cpu:
+            line += f"; CPU time {cpu:.2f} s"
+        print(line)
+        if xla_flops:
+            print(f"    XLA cost analysis of our compiled program: {xla_flops / 1e9:.2f} GFLOP = "
+                  f"{xla_flops / flops_exec:.3f} x the executed count (XLA counts while-loop bodies once; on "
+                  "GPU convs and fused attention are library calls it does not see)")
+        results[f"{what}_ours_s"] = t_ours
+        results[f"{what}_model_flops"] = flops_model
+        results[f"{what}_exec_flops"] = flops_exec
+        results[f"{what}_xla_flops"] = xla_flops
+        results[f"{what}_mfu_ours"] = perf.mfu(flops_model, t_ours, P)
+        if t_peer is not None:
+            results[f"{what}_peer_s"] = t_peer
+            results[f"{what}_mfu_peer"] = perf.mfu(flops_model, t_peer, P)
+            results[f"{what}_ratio"] = t_ours / t_peer
+            goal = GOALS[what]
+            print(f"diffusers {what}: {t_peer * 1e3:.1f} ms; same model FLOPs -> MFU "
+                  f"{perf.mfu(flops_model, t_peer, P):.1%}")
+            print(f"RATIO {what} ours/diffusers = {t_ours / t_peer:.3f} (goal <= {goal}: "
+                  f"{'met' if t_ours / t_peer <= goal else 'not met'}; ratio/goal {t_ours / t_peer / goal:.2f})")
+
+    def timed(ours, peer):
+        """Median wall seconds of ours (and peer), interleaved; both warm."""
+        if peer is None:
+            t, _ = median_time(ours, args.iters, warmup=0)
+            return t, None, None
+        r = paired_times(ours, peer, args.iters)
+        return r["a"][0], r["b"][0], r["a"][1] if device_kind == "cpu" else None
 
     # ---------------------------------------------------------------- forward
-    fwd = jax.jit(lambda p, x, t, c: module.apply({"params": p}, x, t, c))
+    def fwd_of(m):
+        return lambda p, x, t, c: m.apply({"params": p}, x, t, c)
+
+    fwd = jax.jit(fwd_of(module))
+    abs_args = (shape_of(params), shape_of(x_j), shape_of(t_j), shape_of(c_j))
+    fl_model = perf.count_flops(fwd_of(ref_module), *abs_args)
+    fl_exec = perf.count_flops(fwd_of(module), *abs_args)
+    print(f"forward FLOPs: {fl_model.summary()}")
     t0 = time.perf_counter()
     compiled = fwd.lower(params, x_j, t_j, c_j).compile()
-    results["fwd_compile"] = time.perf_counter() - t0
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    fwd_flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
+    results["fwd_compile_s"] = time.perf_counter() - t0
     out_j = compiled(params, x_j, t_j, c_j).block_until_ready()
 
     def jf():
         compiled(params, x_j, t_j, c_j).block_until_ready()
 
-    if args.no_torch:
-        results["fwd_ours"], _ = median_time(jf, args.iters)
-        print(f"ours   forward: {results['fwd_ours']:.3f} s (median of {args.iters}); compile "
-              f"{results['fwd_compile']:.1f} s; XLA cost analysis {fwd_flops / 1e9:.1f} GFLOP")
-    else:
-        with torch.no_grad():
-            out_t = tm(x_t, t_t, c_t).sample.numpy()  # also the torch warm-up
+    tf = None
+    if tm is not None:
+        def tf():
+            with torch.no_grad():
+                out = tm(x_t, t_t, c_t).sample
+            _sync_torch(torch, tdev)
+            return out
 
-            def tf():
-                tm(x_t, t_t, c_t)
-
-            r = paired_times(jf, tf, args.iters)
-        results["fwd_ours"], results["fwd_torch"] = r["a"][0], r["b"][0]
-        err = np.abs(np.asarray(out_j).transpose(0, 3, 1, 2) - out_t).max() / np.abs(out_t).max()
-        print(f"ours   forward: {r['a'][0]:.3f} s wall, {r['a'][1]:.2f} s CPU (median of {args.iters}, "
-              f"interleaved with diffusers); compile {results['fwd_compile']:.1f} s; XLA cost analysis "
-              f"{fwd_flops / 1e9:.1f} GFLOP -> {fwd_flops / r['a'][0] / 1e9:.1f} GFLOP/s")
-        print(f"diffusers forward: {r['b'][0]:.3f} s wall, {r['b'][1]:.2f} s CPU; parity max|diff|/max|ref| = "
-              f"{err:.2e}")
-        print(f"RATIO forward ours/diffusers = {r['a'][0] / r['b'][0]:.3f} (wall), "
-              f"{r['a'][1] / r['b'][1]:.3f} (CPU time)")
+        out_t = tf().float().cpu().numpy()
+        err = np.abs(np.asarray(out_j, np.float32).transpose(0, 3, 1, 2) - out_t).max() / np.abs(out_t).max()
+        print(f"parity forward max|ours - diffusers| / max|diffusers| = {err:.2e} ({dtype_name})")
+        results["fwd_parity"] = float(err)
+    jf()
+    t_o, t_p, cpu_o = timed(jf, tf)
+    print(f"forward compile {results['fwd_compile_s']:.1f} s")
+    report("forward", t_o, fl_model.model, fl_exec.model, perf.xla_cost_flops(compiled), t_p, cpu_o)
 
     # ---------------------------------------------------------------- LoRA-style train step
     if not args.no_train:
@@ -198,29 +317,29 @@ def main(argv=None):
         n_train = sum(v.size for v in train.values())
         print(f"train subset: {len(train)} tensors, {n_train / 1e6:.1f} M params (regex {LORA_TARGETS})")
 
-        def loss_fn(tp, fz, x, t, c, noise):
-            pred = module.apply({"params": unflatten({**fz, **tp})}, x, t, c)
-            return jnp.mean((pred.astype(jnp.float32) - noise) ** 2)
+        def loss_of(m):
+            def loss_fn(tp, fz, x, t, c, noise):
+                pred = m.apply({"params": unflatten({**fz, **tp})}, x, t, c)
+                return jnp.mean((pred.astype(jnp.float32) - noise) ** 2)
+            return jax.value_and_grad(loss_fn)
 
-        step = jax.jit(jax.value_and_grad(loss_fn))
+        sabs = (shape_of(train), shape_of(frozen)) + tuple(shape_of(a) for a in (x_j, t_j, c_j, n_j))
+        sl_model = perf.count_flops(loss_of(ref_module), *sabs)
+        sl_exec = perf.count_flops(loss_of(module), *sabs)
+        print(f"train-step FLOPs: {sl_model.summary()}")
+        step = jax.jit(loss_of(module))
         t0 = time.perf_counter()
         cstep = step.lower(train, frozen, x_j, t_j, c_j, n_j).compile()
-        results["train_compile"] = time.perf_counter() - t0
-        scost = cstep.cost_analysis()
-        scost = scost[0] if isinstance(scost, (list, tuple)) else scost
-        step_flops = float(scost.get("flops", float("nan"))) if scost else float("nan")
+        results["train_compile_s"] = time.perf_counter() - t0
 
         def js():
             v, g = cstep(train, frozen, x_j, t_j, c_j, n_j)
             jax.block_until_ready(g)
             return v, g
 
-        v_j, g_j = js()
-        if args.no_torch:
-            results["train_ours"], _ = median_time(js, args.iters)
-            print(f"ours   train step: {results['train_ours']:.3f} s; compile {results['train_compile']:.1f} s; "
-                  f"{step_flops / 1e9:.1f} GFLOP")
-        else:
+        v_j, _ = js()
+        ts = None
+        if tm is not None:
             tpat = re.compile(r".*attn[12]\.to_(q|k|v|out\.0)\.weight$")
             names = []
             for name, p in tm.named_parameters():
@@ -232,42 +351,22 @@ def main(argv=None):
             def ts():
                 tm.zero_grad(set_to_none=True)
                 pred = tm(x_t, t_t, c_t).sample
-                loss = torch.mean((pred - n_t) ** 2)
+                loss = torch.mean((pred.float() - n_t) ** 2)
                 loss.backward()
+                _sync_torch(torch, tdev)
                 return loss
 
             loss_t = ts()  # warm-up
-            r = paired_times(js, ts, args.iters)
-            results["train_ours"], results["train_torch"] = r["a"][0], r["b"][0]
-            print(f"ours   train step: {r['a'][0]:.3f} s wall, {r['a'][1]:.2f} s CPU; compile "
-                  f"{results['train_compile']:.1f} s; {step_flops / 1e9:.1f} GFLOP")
-            print(f"diffusers train step: {r['b'][0]:.3f} s wall, {r['b'][1]:.2f} s CPU; loss ours "
-                  f"{float(v_j):.6f} vs diffusers {float(loss_t.detach()):.6f}")
-            print(f"RATIO train ours/diffusers = {r['a'][0] / r['b'][0]:.3f} (wall), "
-                  f"{r['a'][1] / r['b'][1]:.3f} (CPU time)")
-
-    # ---------------------------------------------------------------- GPU: bf16 throughput + MFU
-    if args.gpu:
-        gpus = [d for d in jax.devices() if d.platform == "gpu"]
-        if not gpus:
-            print("--gpu: no GPU backend present; skipped")
-        else:
-            bmod = module.clone(dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)
-            bparams = jax.tree.map(lambda a: jax.device_put(a.astype(jnp.bfloat16), gpus[0]), params)
-            bf = jax.jit(lambda p, x, t, c: bmod.apply({"params": p}, x, t, c))
-            gb = max(8, B)
-            xs = jax.device_put(jnp.tile(x_j, (gb // B, 1, 1, 1)).astype(jnp.bfloat16), gpus[0])
-            cs = jax.device_put(jnp.tile(c_j, (gb // B, 1, 1)).astype(jnp.bfloat16), gpus[0])
-            ts_ = jax.device_put(jnp.tile(t_j, (gb // B,)), gpus[0])
-            cb = bf.lower(bparams, xs, ts_, cs).compile()
-            bc = cb.cost_analysis()
-            bc = bc[0] if isinstance(bc, (list, tuple)) else bc
-            flops = float(bc.get("flops", float("nan")))
-            tb, _ = median_time(lambda: cb(bparams, xs, ts_, cs).block_until_ready(), max(args.iters, 5))
-            peak = float(os.environ.get("PEAK_TFLOPS", "989"))  # H100 SXM dense bf16
-            print(f"GPU bf16 forward batch {gb}: {tb * 1e3:.1f} ms, {gb / tb:.1f} samples/s, "
-                  f"{flops / tb / 1e12:.1f} TFLOP/s, MFU {flops / tb / 1e12 / peak:.1%} of {peak} TFLOP/s "
-                  f"(set PEAK_TFLOPS for other GPUs)")
+            print(f"loss ours {float(v_j):.6f} vs diffusers {float(loss_t.detach()):.6f}")
+        t_o, t_p, cpu_o = timed(js, ts)
+        print(f"train compile {results['train_compile_s']:.1f} s")
+        report("train", t_o, sl_model.model, sl_exec.model, perf.xla_cost_flops(cstep), t_p, cpu_o)
+        mfu_t = results["train_mfu_ours"]
+        print(f"MFU train step {mfu_t:.1%} (goal >= {GOALS['mfu_train']:.0%} at batch >= 8 in bf16 on GPU; "
+              f"ratio/goal {mfu_t / GOALS['mfu_train']:.2f}{'' if device_kind == 'gpu' else '; CPU: reference only'})")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
     return results
 
 

@@ -72,7 +72,12 @@ def test_resume_and_four_devices_match_single_device(tmp_path):
     # the sweep measured something sensible: SER falls with SNR and matches Rayleigh theory
     ser = {(r["snr_db"], r["delay_spread_ns"]): float(r["ser"]) for r in ta}
     assert ser[("20.0", "30.0")] < ser[("0.0", "30.0")]
-    assert abs(float(ta[0]["ser"]) - float(ta[0]["ser_theory"])) < 0.1
+    # The aggregates are the counts over the symbols (BER from bit errors, not from SER).
+    for r in ta:
+        assert float(r["ser"]) == int(r["sym_errors"]) / int(r["num_symbols"])
+        assert float(r["ber"]) == int(r["bit_errors"]) / (6 * int(r["num_symbols"]))
+    # Six flat-fading transmissions cannot tell a detector from guessing (SER 0.93 vs 0.98):
+    # the sweep's SER/BER against theory within binomial bounds is in test_sweep_stats.py.
 
 
 def test_bad_grids_and_stale_points(tmp_path):

@@ -82,3 +82,21 @@ def test_judges_match_transformers():
     c_ref /= np.linalg.norm(c_ref, axis=-1, keepdims=True)
     np.testing.assert_allclose(d_ours, d_ref, atol=1e-4)
     np.testing.assert_allclose(c_ours, c_ref, atol=1e-4)
+
+
+def test_shipped_pipeline_samples_in_diffusers_as_it_is():
+    """The plain call a user tries first: no dtype argument. The weights are stored in float16;
+    the shipped transformers configs say ``"dtype": "float32"`` so transformers 5 (which loads
+    with ``dtype="auto"``: the config's dtype, else the stored one) upcasts like diffusers does,
+    instead of failing with 'mat1 and mat2 must have the same dtype, Half and Float'."""
+    pipe = diffusers.StableDiffusionPipeline.from_pretrained(models.edge_pipeline_dir())
+    assert {pipe.text_encoder.dtype, pipe.unet.dtype, pipe.vae.dtype} == {torch.float32}
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    out = pipe([target_subjects()[0].prompt], height=size, width=size, num_inference_steps=3,
+               guidance_scale=GUIDANCE, output_type="np", generator=torch.Generator().manual_seed(0))
+    img = out.images
+    assert img.shape == (1, size, size, 3) and np.all(np.isfinite(img)) and img.std() > 0.01
+    # the judges load plainly in float32 too
+    d = models.judge_dirs()
+    assert transformers.ViTModel.from_pretrained(d["dino"], add_pooling_layer=False).dtype == torch.float32
+    assert transformers.CLIPModel.from_pretrained(d["clip"]).dtype == torch.float32

@@ -22,6 +22,7 @@ from typing import Optional
 import numpy as np
 
 from ..channel import amc
+from ..channel.condition import as_condition
 from ..channel.ofdm import OFDMConfig
 
 __all__ = ["quantize", "dequantize", "latent_ldpc"]
@@ -72,19 +73,22 @@ def latent_ldpc(latent, phi, key, *, pixels_per_element: int = 64, table: Option
 
     Args:
       latent: ``[h, w, c]`` float.
-      phi: ``(tau, snr_db, delay_spread_s)``; tau in symbols per IMAGE pixel.
+      phi: a :class:`~dekag_jax.channel.condition.Condition` (or ``(tau, snr_db,
+        delay_spread_s)``); tau in symbols per IMAGE pixel.
       key: jax PRNG key for the channel.
       pixels_per_element: image pixels per latent spatial position (64 for SD's 8x VAE).
     Returns:
-      dict with ``latent`` (received ``[h, w, c] float32``), ``bits_per_element``, ``pool``,
+      dict with ``sent`` (False: not even 1 bit per element of a fully pooled latent fits; the
+      output is then the per-channel mid-range, not a received latent), ``latent`` (received
+      ``[h, w, c] float32``), ``bits_per_element``, ``pool``,
       ``payload_bits``, ``plan``, ``block_errors``, ``num_codewords``, ``bit_errors``.
     """
     x = np.asarray(latent, np.float32)
     if x.ndim != 3:
         raise ValueError(f"latent must be [h, w, c], got shape {x.shape}")
-    tau, snr_db, omega = phi
+    cond = as_condition(phi)
     h, w, c = x.shape
-    pl = amc.select_mcs(tau, snr_db, omega, num_pixels=h * w * int(pixels_per_element), table=table)
+    pl = amc.select_mcs(cond, num_pixels=h * w * int(pixels_per_element), table=table)
     budget = pl.info_bits
     f = 1
     while True:
@@ -96,13 +100,13 @@ def latent_ldpc(latent, phi, key, *, pixels_per_element: int = 64, table: Option
         f *= 2
     if b < 1:
         mid = ((x.min(axis=(0, 1)) + x.max(axis=(0, 1))) / 2).astype(np.float32)
-        return dict(latent=np.broadcast_to(mid, x.shape).copy(), bits_per_element=0, pool=f,
+        return dict(sent=False, latent=np.broadcast_to(mid, x.shape).copy(), bits_per_element=0, pool=f,
                     payload_bits=0, plan=pl, block_errors=0, num_codewords=0, bit_errors=0)
     q, lo, hi = quantize(xp, b)
     shifts = np.arange(b - 1, -1, -1)
     bits = ((q.ravel()[:, None] >> shifts) & 1).astype(np.uint8).ravel()   # MSB first
-    bits_hat, block_err, C = amc.send_bits(key, bits, pl, snr_db, omega, cfg=cfg, decoder_kw=decoder_kw)
+    bits_hat, block_err, C = amc.send_bits(key, bits, pl, cond, cfg=cfg, decoder_kw=decoder_kw)
     q_hat = (bits_hat.reshape(-1, b).astype(np.int64) << shifts).sum(axis=1).reshape(xp.shape)
     out = _unpool(dequantize(q_hat, b, lo, hi), f, x.shape)
-    return dict(latent=out, bits_per_element=b, pool=f, payload_bits=int(bits.size), plan=pl,
+    return dict(sent=True, latent=out, bits_per_element=b, pool=f, payload_bits=int(bits.size), plan=pl,
                 block_errors=block_err, num_codewords=C, bit_errors=int((bits_hat != bits).sum()))

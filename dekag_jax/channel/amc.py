@@ -42,8 +42,9 @@ import numpy as np
 
 from . import qam
 from .ldpc import NR5GCode
+from .condition import Condition, as_condition
 from .montecarlo import DEFAULT_NUM_PIXELS, num_symbols
-from .ofdm import OFDMConfig, equalized_llr, transmit
+from .ofdm import OFDMConfig, check_on_grid, equalized_llr, transmit
 
 __all__ = [
     "QAM_ORDERS",
@@ -222,6 +223,7 @@ def measure_bler(mcs: MCS, snr_db: float, delay_spread_s: float, *, key, max_blo
     With ``early_reject`` the run stops as soon as the error count exceeds
     ``target * max_blocks`` (the MCS cannot meet the target any more).
     """
+    check_on_grid(delay_spread_s, cfg)  # fn traces omega: validate it while it is on the host
     fn = fn or bler_batch_fn(mcs, batch, cfg=cfg, decoder_kw=decoder_kw)
     allowed = math.floor(target * max_blocks)
     errors = blocks = 0
@@ -265,15 +267,25 @@ def _lookup(tab: dict, snr_db: float, delay_spread_s: float):
     return s, w
 
 
-def select_mcs(tau, snr_db: float, delay_spread_s: float, *, num_pixels: int = DEFAULT_NUM_PIXELS,
-               table: Optional[dict] = None, target: float = TARGET_BLER) -> AMCPlan:
+def _condition(phi, snr_db, delay_spread_s) -> Condition:
+    """``phi`` a Condition (or ``(tau, gamma, omega)`` tuple), or tau with the two others."""
+    if snr_db is None and delay_spread_s is None:
+        return as_condition(phi)
+    return Condition(phi, snr_db, delay_spread_s)
+
+
+def select_mcs(phi, snr_db: Optional[float] = None, delay_spread_s: Optional[float] = None, *,
+               num_pixels: int = DEFAULT_NUM_PIXELS, table: Optional[dict] = None,
+               target: float = TARGET_BLER) -> AMCPlan:
     """AMC decision for phi = (tau, gamma, omega) and an image of ``num_pixels`` pixels.
 
-    Returns the :class:`AMCPlan` with the most information bits whose tabulated BLER is
-    <= ``target`` (see module doc for grid lookup and the no-MCS-qualifies fallback).
+    ``select_mcs(cond)`` with a :class:`~dekag_jax.channel.condition.Condition`, or
+    ``select_mcs(tau, snr_db, delay_spread_s)``. Returns the :class:`AMCPlan` with the most
+    information bits whose tabulated BLER is <= ``target`` (see module doc for grid lookup and
+    the no-MCS-qualifies fallback).
     """
-    if not float(delay_spread_s) > 0:
-        raise ValueError(f"delay spread omega={delay_spread_s!r} s must be > 0")
+    cond = _condition(phi, snr_db, delay_spread_s)
+    tau, snr_db, delay_spread_s = cond.tau, cond.snr_db, cond.delay_spread_s
     K = num_symbols(tau, num_pixels)
     tab = table if table is not None else load_table()
     s, w = _lookup(tab, float(snr_db), float(delay_spread_s))
@@ -301,10 +313,10 @@ def select_mcs(tau, snr_db: float, delay_spread_s: float, *, num_pixels: int = D
     return robust
 
 
-def bit_budget(tau, snr_db: float, delay_spread_s: float, *, num_pixels: int = DEFAULT_NUM_PIXELS,
-               table: Optional[dict] = None) -> int:
-    """Information bits the AMC affords for phi = (tau, gamma, omega)."""
-    return select_mcs(tau, snr_db, delay_spread_s, num_pixels=num_pixels, table=table).info_bits
+def bit_budget(phi, snr_db: Optional[float] = None, delay_spread_s: Optional[float] = None, *,
+               num_pixels: int = DEFAULT_NUM_PIXELS, table: Optional[dict] = None) -> int:
+    """Information bits the AMC affords for phi = (tau, gamma, omega) (arguments as select_mcs)."""
+    return select_mcs(phi, snr_db, delay_spread_s, num_pixels=num_pixels, table=table).info_bits
 
 
 # ----------------------------------------------------------------------------- coded link
@@ -314,7 +326,7 @@ def _decoder_for(mcs: MCS, symbols: int, kw_items: tuple):
     return make_code(mcs, symbols).decoder(**dict(kw_items))
 
 
-def send_bits(key, bits, plan_: AMCPlan, snr_db: float, delay_spread_s: float, *,
+def send_bits(key, bits, plan_: AMCPlan, snr_db, delay_spread_s: Optional[float] = None, *,
               cfg: OFDMConfig = OFDMConfig(), decoder_kw: Optional[dict] = None):
     """Send up to ``plan_.info_bits`` payload bits as ONE transmission and decode them.
 
@@ -325,10 +337,13 @@ def send_bits(key, bits, plan_: AMCPlan, snr_db: float, delay_spread_s: float, *
     Args:
       key: PRNG key (channel and noise).
       bits: ``[P]`` 0/1 payload, ``P <= plan_.info_bits``.
+      snr_db, delay_spread_s: gamma [dB] and omega [s]; or a Condition as ``snr_db`` alone.
     Returns:
       ``(bits_hat [P] uint8, block_errors int, num_codewords int)``; a failed codeword's
       bits are delivered as the decoder left them (a real receiver has nothing better).
     """
+    if isinstance(snr_db, Condition):
+        snr_db, delay_spread_s = snr_db.snr_db, snr_db.delay_spread_s
     bits = np.asarray(bits, np.uint8).ravel()
     P = bits.size
     if P > plan_.info_bits:

@@ -13,10 +13,8 @@
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import zlib
-from fractions import Fraction
 from typing import Callable
 
 import jax
@@ -24,7 +22,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import qam
-from .ofdm import OFDMConfig, transmit
+# The condition type and the rate check live in .condition (one type for the whole package);
+# re-exported here, where they were first defined.
+from .condition import RATES, Condition, check_rate
+from .ofdm import OFDMConfig, check_on_grid, transmit
 
 __all__ = [
     "RATES",
@@ -40,35 +41,8 @@ __all__ = [
     "ser_rayleigh_theory",
 ]
 
-#: Rates of the paper (Sec. V-B): tau in {1/64, ..., 6/64} symbols per pixel.
-RATES = tuple(Fraction(i, 64) for i in range(1, 7))
 #: X for the paper's 512 x 512 images.
 DEFAULT_NUM_PIXELS = 512 * 512
-
-
-def check_rate(tau) -> Fraction:
-    """Validate tau against {1/64, ..., 6/64}; returns it as an exact Fraction.
-
-    Accepts a Fraction, a float within 1e-9 of i/64, or a string "i/64". Raises ValueError
-    naming tau otherwise.
-    """
-    if isinstance(tau, str):
-        try:
-            t = Fraction(tau.strip())
-        except ValueError:
-            raise ValueError(f"rate tau={tau!r} is not a number; allowed: i/64, i=1..6") from None
-    elif isinstance(tau, Fraction):
-        t = tau
-    else:
-        try:
-            t = Fraction(float(tau)).limit_denominator(64)
-        except (TypeError, ValueError, OverflowError):
-            raise ValueError(f"rate tau={tau!r} is not a number; allowed: i/64, i=1..6") from None
-        if abs(float(t) - float(tau)) > 1e-9:
-            t = None
-    if t not in RATES:
-        raise ValueError(f"rate tau={tau!r} is not in {{1/64, 2/64, ..., 6/64}} (paper Sec. V-B)")
-    return t
 
 
 def num_symbols(tau, num_pixels: int = DEFAULT_NUM_PIXELS) -> int:
@@ -78,29 +52,6 @@ def num_symbols(tau, num_pixels: int = DEFAULT_NUM_PIXELS) -> int:
     if K.denominator != 1 or K <= 0:
         raise ValueError(f"K = tau * X = {t} * {num_pixels} is not a positive integer")
     return int(K)
-
-
-@dataclasses.dataclass(frozen=True)
-class Condition:
-    """One transmission condition phi = (tau, gamma [dB], omega [s])."""
-    tau: Fraction
-    snr_db: float
-    delay_spread_s: float
-
-    def __post_init__(self):
-        object.__setattr__(self, "tau", check_rate(self.tau))
-        object.__setattr__(self, "snr_db", float(self.snr_db))
-        w = float(self.delay_spread_s)
-        if not w > 0:
-            raise ValueError(f"delay spread omega={self.delay_spread_s!r} s must be > 0")
-        object.__setattr__(self, "delay_spread_s", w)
-
-    @property
-    def key(self) -> str:
-        """Stable, file-name-safe identifier, e.g. ``tau3-64_snr10_omega300ns``."""
-        n = self.tau * 64
-        return (f"tau{n.numerator}-64_snr{self.snr_db:g}_omega"
-                f"{round(self.delay_spread_s * 1e9, 6):g}ns")
 
 
 def condition_id(cond: Condition) -> int:
@@ -156,6 +107,7 @@ def make_link(tau, *, num_pixels: int = DEFAULT_NUM_PIXELS, M: int = 64,
         if payload.shape[-1] != K:
             raise ValueError(f"payload has K={payload.shape[-1]} symbols but tau={tau} with "
                              f"X={num_pixels} pixels needs K={K}")
+        _check_host_omega(delay_spread_s, cfg)
         return jl(key, snr_db, delay_spread_s, payload)
 
     f.num_symbols = K
@@ -178,9 +130,29 @@ def _one_row(key, snr_db, delay_spread_s, *, K, M, cfg):
     return dict(sym_err=sym_err, bit_err=bit_err, sse=sse, snr_post_db=snr_post_db)
 
 
-@functools.partial(jax.jit, static_argnames=("K", "M", "cfg"))
+def _check_host_omega(delay_spread_s, cfg: OFDMConfig) -> None:
+    """Host check before tracing: an omega array that will be looked up in the factor grid
+    (under jit it is traced, and a traced value cannot raise) must be on ``cfg``'s grid.
+    Python scalars are exempt: ``transmit`` computes their exact factor. Tracers pass through
+    (their caller validated them on the host, or uses ``transmit(..., check_grid=True)``)."""
+    if cfg.channel != "ofdm" or delay_spread_s is None or isinstance(delay_spread_s, jax.core.Tracer):
+        return
+    if isinstance(delay_spread_s, (int, float)):
+        return
+    check_on_grid(np.asarray(delay_spread_s), cfg)
+
+
 def uncoded_row_stats(keys, snr_db, delay_spread_s, *, K: int, M: int = 64,
                       cfg: OFDMConfig = OFDMConfig()):
+    """Uncoded M-QAM rows (see :func:`_uncoded_row_stats`); a concrete ``delay_spread_s`` is
+    checked against ``cfg.delay_spread_grid_s`` on the host first (ValueError naming it)."""
+    _check_host_omega(delay_spread_s, cfg)
+    return _uncoded_row_stats(keys, snr_db, delay_spread_s, K=K, M=M, cfg=cfg)
+
+
+@functools.partial(jax.jit, static_argnames=("K", "M", "cfg"))
+def _uncoded_row_stats(keys, snr_db, delay_spread_s, *, K: int, M: int = 64,
+                       cfg: OFDMConfig = OFDMConfig()):
     """Uncoded M-QAM over the channel, one row = one transmission of K random symbols.
 
     Args:

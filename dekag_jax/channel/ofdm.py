@@ -36,8 +36,15 @@ Tracing
     ``transmit`` is pure and jittable; SNR may be traced (any batch shape). The delay spread
     changes the factor: a concrete omega (Python/numpy float) uses its cached factor; a traced
     omega (e.g. under ``vmap`` over a condition grid) is looked up in a stack of factors
-    precomputed for ``cfg.delay_spread_grid_s`` (nearest grid point in log scale; an omega more
-    than 0.1% away from every grid point produces NaN outputs, since a traced value cannot raise).
+    precomputed for ``cfg.delay_spread_grid_s`` (nearest grid point in log scale, within 0.1%).
+    An omega off that grid is an error naming it, checked where the value is still on the host:
+    a concrete omega ARRAY passed to ``transmit`` (and the package's entry points
+    ``montecarlo.uncoded_row_stats``/``make_link``, ``amc.measure_bler``, ``dekag_jax.sweep``,
+    which all see host values before they trace) is validated by :func:`check_on_grid`. A value
+    traced by the caller's own ``jit``/``vmap`` cannot raise: with ``check_grid=True`` the
+    lookup emits a ``jax.experimental.checkify`` check (wrap the function in
+    ``checkify.checkify`` and call ``err.throw()``); without it, an off-grid traced omega gives
+    NaN outputs as the last line of defence (never a silently wrong channel).
     Alternatively pass ``factor=`` explicitly (e.g. ``factor_table(grid, cfg)[idx]``).
 
 Dtypes: symbols complex64 (default) or complex128 (x64); all outputs follow the symbol
@@ -61,6 +68,7 @@ __all__ = [
     "covariance",
     "channel_factor",
     "factor_table",
+    "check_on_grid",
     "sample_channel",
     "per_symbol_gain",
     "transmit",
@@ -200,14 +208,42 @@ def per_symbol_gain(h, K: int) -> jax.Array:
     return jnp.tile(h, (1,) * (h.ndim - 1) + (reps,))[..., :K]
 
 
-def _lookup_factor(omega, cfg: OFDMConfig, dtype, batch_shape):
+_GRID_TOL = 1e-3  # |log(omega / grid point)|: 0.1%, far above float32 rounding of ns values
+
+
+def check_on_grid(delay_spread_s, cfg: OFDMConfig = OFDMConfig()) -> np.ndarray:
+    """Host check that every omega (seconds, any shape) is on ``cfg.delay_spread_grid_s``
+    (within 0.1%), i.e. can be looked up when traced. Returns the grid indices (int ``[...]``);
+    raises ValueError naming the first offending value and the grid."""
+    w = np.asarray(delay_spread_s, np.float64)
+    grid = np.asarray(cfg.delay_spread_grid_s, np.float64)
+    bad = ~(np.isfinite(w) & (w > 0))
+    if bad.any():
+        raise ValueError(f"delay spread omega={w[bad].flat[0]!r} s must be finite and > 0")
+    dist = np.abs(np.log(w)[..., None] - np.log(grid))
+    off = dist.min(-1) >= _GRID_TOL
+    if off.any():
+        raise ValueError(
+            f"delay spread omega={w[off].flat[0] * 1e9:g} ns is not on the cached factor grid "
+            f"({', '.join(f'{g * 1e9:g}' for g in grid)} ns); add it to "
+            "OFDMConfig.delay_spread_grid_s or pass it as a Python float")
+    return dist.argmin(-1)
+
+
+def _lookup_factor(omega, cfg: OFDMConfig, dtype, batch_shape, check_grid: bool = False):
     grid = np.asarray(cfg.delay_spread_grid_s, np.float64)
     table = jnp.asarray(_grid_table(cfg), dtype)  # [W, J, J]
     rdt = jnp.finfo(dtype).dtype
     lw = jnp.log(jnp.broadcast_to(jnp.asarray(omega, rdt), batch_shape))
     dist = jnp.abs(lw[..., None] - jnp.log(jnp.asarray(grid, rdt)))  # [..., W]
     idx = jnp.argmin(dist, axis=-1)
-    ok = jnp.min(dist, axis=-1) < 1e-3
+    ok = jnp.min(dist, axis=-1) < _GRID_TOL
+    if check_grid:
+        from jax.experimental import checkify
+        w_all = jnp.broadcast_to(jnp.asarray(omega, rdt), batch_shape).reshape(-1)
+        first_bad = w_all[jnp.argmin(ok.reshape(-1))] if w_all.size else jnp.asarray(0.0, rdt)
+        checkify.check(jnp.all(ok), "delay spread omega={w} s is not on the cached factor grid "
+                       + f"({', '.join(f'{g * 1e9:g}' for g in grid)} ns)", w=first_bad)
     f = table[idx]  # [..., J, J]
     return jnp.where(ok[..., None, None], f, jnp.asarray(jnp.nan, rdt).astype(dtype))
 
@@ -230,7 +266,7 @@ def _scale(z, r):
 
 
 def transmit(key, symbols, snr, delay_spread_s=None, *, cfg: OFDMConfig = OFDMConfig(),
-             factor=None):
+             factor=None, check_grid: bool = False):
     """Send symbols over the channel of ``cfg`` and equalise (eq. 2-3 + perfect/imperfect CSI).
 
     Args:
@@ -244,6 +280,9 @@ def transmit(key, symbols, snr, delay_spread_s=None, *, cfg: OFDMConfig = OFDMCo
         ``cfg.channel`` "iid"/"awgn" and when ``factor`` is given.
       cfg: static ``OFDMConfig``.
       factor: optional channel factor ``[J, J]`` or ``[..., J, J]`` (overrides delay_spread_s).
+      check_grid: with a traced omega, add a ``checkify`` check that it is on the grid (the
+        caller must then run under ``checkify.checkify``); a concrete omega array is always
+        checked on the host (ValueError naming it).
     Returns:
       ``(received, info)``: ``received`` complex ``[..., K]`` equalised symbols (MMSE output is
       biased: E[received | s, h] = bias * s), and ``info`` with
@@ -257,8 +296,12 @@ def transmit(key, symbols, snr, delay_spread_s=None, *, cfg: OFDMConfig = OFDMCo
       For bit LLRs use ``equalized_llr(received, info, M)`` =
       ``qam.demap_llr(received / bias, M, noise_var_eff)``; post-equalisation SNR = P_s / noise_var_eff.
     Raises:
-      ValueError for non-complex/empty symbols, missing or non-positive concrete omega.
+      ValueError for non-complex/empty symbols, missing or non-positive concrete omega, or a
+      concrete omega array off ``cfg.delay_spread_grid_s`` (naming the value).
     """
+    if (cfg.channel == "ofdm" and factor is None and delay_spread_s is not None
+            and not isinstance(delay_spread_s, (jax.core.Tracer, int, float)) and np.size(delay_spread_s) > 1):
+        check_on_grid(np.asarray(delay_spread_s), cfg)  # a host array to be looked up: raise here
     symbols = jnp.asarray(symbols)
     if not jnp.issubdtype(symbols.dtype, jnp.complexfloating):
         raise TypeError(f"symbols must be complex64/complex128, got {symbols.dtype}")
@@ -300,7 +343,7 @@ def transmit(key, symbols, snr, delay_spread_s=None, *, cfg: OFDMConfig = OFDMCo
             if w is not None:
                 factor = channel_factor(J, cfg.subcarrier_spacing_hz, w, cfg.channel_power)
             else:
-                factor = _lookup_factor(delay_spread_s, cfg, cdt, batch)
+                factor = _lookup_factor(delay_spread_s, cfg, cdt, batch, check_grid)
         factor = jnp.asarray(factor, cdt)
         if factor.shape[-2:] != (J, J):
             raise ValueError(f"factor shape {factor.shape} does not end in (J, J)=({J}, {J})")

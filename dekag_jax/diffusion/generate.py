@@ -16,7 +16,6 @@ tools (:func:`dekag_jax.runtime.setup`), never on import.
 """
 from __future__ import annotations
 
-import os
 from typing import Callable, Sequence
 
 import jax
@@ -110,11 +109,12 @@ def _as_ids(pipe, prompts, what: str) -> np.ndarray:
         if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
             raise ValueError(f"{what}: token ids must be an integer array [B, L], got {ids.dtype} {ids.shape}")
         return ids.astype(np.int32)
-    if pipe.tokenizer is None:
+    # The pipeline object carries its tokenize function (weights.pipeline.StableDiffusion.tokenize):
+    # diffusion/ takes functions only and does not import models/ (tests/test_layers.py).
+    tokenize = getattr(pipe, "tokenize", None)
+    if getattr(pipe, "tokenizer", None) is None or tokenize is None:
         raise ValueError(f"{what}: the pipeline has no tokenizer; pass token ids [B, L] instead of strings")
-    from dekag_jax.models.tokenizer import tokenize
-
-    return tokenize(pipe.tokenizer, list(prompts))
+    return np.asarray(tokenize(list(prompts)), np.int32)
 
 
 def text_to_latents(pipe, prompts: str | Sequence[str] | np.ndarray, key: jax.Array, *, num_steps: int = 50,

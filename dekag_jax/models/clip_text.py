@@ -207,9 +207,10 @@ class CLIPEncoderLayer(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         ln = partial(layer_norm, self.layer_norm_eps, self.dtype, self.param_dtype)
-        x = x + CLIPAttention(self.hidden_size, self.num_heads, self.causal, self.dtype, self.param_dtype,
-                              name="self_attn")(ln("layer_norm1")(x))
-        x = x + CLIPMLP(self.hidden_size, self.intermediate_size, self.hidden_act, self.dtype, self.param_dtype,
+        x = x + CLIPAttention(hidden_size=self.hidden_size, num_heads=self.num_heads, causal=self.causal,
+                              dtype=self.dtype, param_dtype=self.param_dtype, name="self_attn")(ln("layer_norm1")(x))
+        x = x + CLIPMLP(hidden_size=self.hidden_size, intermediate_size=self.intermediate_size,
+                        hidden_act=self.hidden_act, dtype=self.dtype, param_dtype=self.param_dtype,
                         name="mlp")(ln("layer_norm2")(x))
         return x
 
@@ -231,9 +232,10 @@ class CLIPEncoder(nn.Module):
     def __call__(self, x: jax.Array) -> tuple[jax.Array, tuple[jax.Array, ...]]:
         states = [x]
         for i in range(self.num_layers):
-            x = CLIPEncoderLayer(self.hidden_size, self.intermediate_size, self.num_heads, self.hidden_act,
-                                 self.layer_norm_eps, self.causal, self.dtype, self.param_dtype,
-                                 name=f"layers.{i}")(x)
+            x = CLIPEncoderLayer(hidden_size=self.hidden_size, intermediate_size=self.intermediate_size,
+                                 num_heads=self.num_heads, hidden_act=self.hidden_act,
+                                 layer_norm_eps=self.layer_norm_eps, causal=self.causal, dtype=self.dtype,
+                                 param_dtype=self.param_dtype, name=f"layers.{i}")(x)
             states.append(x)
         return x, tuple(states)
 
@@ -270,10 +272,12 @@ class CLIPTextTransformer(nn.Module):
     @nn.compact
     def __call__(self, input_ids, inputs_embeds=None, output_hidden_states=False):
         c = self.config
-        x = CLIPTextEmbeddings(c, self.dtype, self.param_dtype, name="embeddings")(input_ids, inputs_embeds)
-        x, states = CLIPEncoder(c.hidden_size, c.intermediate_size, c.num_attention_heads, c.num_hidden_layers,
-                                c.hidden_act, c.layer_norm_eps, True, self.dtype, self.param_dtype,
-                                name="encoder")(x)
+        x = CLIPTextEmbeddings(config=c, dtype=self.dtype, param_dtype=self.param_dtype,
+                               name="embeddings")(input_ids, inputs_embeds)
+        x, states = CLIPEncoder(hidden_size=c.hidden_size, intermediate_size=c.intermediate_size,
+                                num_heads=c.num_attention_heads, num_layers=c.num_hidden_layers,
+                                hidden_act=c.hidden_act, layer_norm_eps=c.layer_norm_eps, causal=True, dtype=self.dtype,
+                                param_dtype=self.param_dtype, name="encoder")(x)
         last = layer_norm(c.layer_norm_eps, self.dtype, self.param_dtype, "final_layer_norm")(x)
         if c.eos_token_id == 2:
             # legacy configs (before transformers PR #24773): the EOS is the largest id in the row
@@ -317,7 +321,8 @@ class CLIPTextModel(nn.Module):
     def __call__(self, input_ids, *, inputs_embeds=None, output_hidden_states=False):
         input_ids = jnp.asarray(input_ids)
         _check_text_inputs(self.config, input_ids, inputs_embeds)
-        return CLIPTextTransformer(self.config, self.dtype, self.param_dtype, name="text_model")(
+        return CLIPTextTransformer(config=self.config, dtype=self.dtype, param_dtype=self.param_dtype,
+                                   name="text_model")(
             input_ids, inputs_embeds, output_hidden_states)
 
 
@@ -333,7 +338,8 @@ class CLIPTextModelWithProjection(nn.Module):
     def __call__(self, input_ids, *, inputs_embeds=None, output_hidden_states=False):
         input_ids = jnp.asarray(input_ids)
         _check_text_inputs(self.config, input_ids, inputs_embeds)
-        out = CLIPTextTransformer(self.config, self.dtype, self.param_dtype, name="text_model")(
+        out = CLIPTextTransformer(config=self.config, dtype=self.dtype, param_dtype=self.param_dtype,
+                                  name="text_model")(
             input_ids, inputs_embeds, output_hidden_states)
         out["text_embeds"] = nn.Dense(self.config.projection_dim, use_bias=False, dtype=self.dtype,
                                       param_dtype=self.param_dtype, name="text_projection")(out["pooler_output"])

@@ -179,8 +179,12 @@ class Upsample2D(nn.Module):
 
 # ----------------------------------------------------------------------------- attention
 
-ATTENTION_IMPLS = ("chunked", "einsum", "jax")
-DEFAULT_ATTENTION = "chunked"
+ATTENTION_IMPLS = ("auto", "chunked", "einsum", "jax")
+# "auto" picks per backend when the attention is traced (resolve_attention_impl): the fused
+# jax.nn.dot_product_attention on GPU/TPU (SD2.1 UNet, bf16, batch 8 forward on an H200: 33 ms
+# against 75 ms chunked, measured by a previous session), the chunked kernel on CPU.
+DEFAULT_ATTENTION = "auto"
+_AUTO_ATTENTION = {"cpu": "chunked", "gpu": "jax", "cuda": "jax", "rocm": "jax", "tpu": "jax"}
 # Query-chunk size is halved until one chunk's logits [B, heads, chunk, Lk] hold at most this many
 # elements (16 MB in fp32): keeps the softmax working set near cache size. On the 2-core CPU this
 # is ~3x faster than materialising the 4096x4096 logits of SD's 64x64 latents at once.
@@ -194,6 +198,17 @@ def _chunk_size(b: int, h: int, lq: int, lk: int, budget: int) -> int:
     return cs
 
 
+def resolve_attention_impl(impl: str = DEFAULT_ATTENTION, backend: str | None = None) -> str:
+    """The implementation ``impl`` stands for: explicit choices as given; ``"auto"`` ->
+    ``"chunked"`` on CPU (and unknown backends), ``"jax"`` on GPU/TPU. ``backend`` defaults to
+    ``jax.default_backend()`` (where un-placed computations run)."""
+    if impl not in ATTENTION_IMPLS:
+        raise ValueError(f"unknown attention impl {impl!r}; expected one of {ATTENTION_IMPLS}")
+    if impl != "auto":
+        return impl
+    return _AUTO_ATTENTION.get((backend or jax.default_backend()).lower(), "chunked")
+
+
 def attention(q, k, v, heads: int, *, upcast: bool = False, impl: str = DEFAULT_ATTENTION,
               chunk_elements: int = CHUNK_ELEMENTS):
     """Multi-head scaled dot-product attention, softmax in float32.
@@ -201,17 +216,17 @@ def attention(q, k, v, heads: int, *, upcast: bool = False, impl: str = DEFAULT_
     q: [B, Lq, heads*D], k/v: [B, Lk, heads*D] -> [B, Lq, heads*D] in q.dtype.
     ``upcast`` (diffusers ``upcast_attention``) also forms Q K^T in float32, not just the softmax;
     it matters for fp16/bf16 (SD2.1 overflows without it) and is a no-op in float32.
-    ``impl``: "chunked" (default: heads-major layout, queries processed in chunks under
-    ``lax.map``, normalisation applied after the P V product), "einsum" (one einsum pair over the
-    full [Lq, Lk] logits), or "jax" (jax.nn.dot_product_attention; on accelerators it can pick
-    fused kernels).
+    ``impl``: "auto" (default: by backend, see :func:`resolve_attention_impl`), "chunked"
+    (heads-major layout, queries processed in chunks under ``lax.map``, normalisation applied
+    after the P V product), "einsum" (one einsum pair over the full [Lq, Lk] logits), or "jax"
+    (jax.nn.dot_product_attention; on accelerators it can pick fused kernels). All agree to float
+    tolerance (tests/test_unet_parity.py, tests/test_attention_backend.py).
     """
     b, lq, inner = q.shape
     lk = k.shape[1]
     if inner % heads:
         raise ValueError(f"attention width {inner} is not divisible by {heads} heads")
-    if impl not in ATTENTION_IMPLS:
-        raise ValueError(f"unknown attention impl {impl!r}; expected one of {ATTENTION_IMPLS}")
+    impl = resolve_attention_impl(impl)
     dh = inner // heads
     out_dtype = q.dtype
     scale = 1.0 / math.sqrt(dh)
@@ -348,7 +363,7 @@ class FeedForward(nn.Module):
     @nn.compact
     def __call__(self, x):
         dim = x.shape[-1]
-        h = GEGLU(dim * self.mult, self.dtype, self.param_dtype, name="net.0")(x)
+        h = GEGLU(inner_dim=dim * self.mult, dtype=self.dtype, param_dtype=self.param_dtype, name="net.0")(x)
         return dense(dim, "net.2", self.dtype, self.param_dtype)(h)
 
 
@@ -406,8 +421,9 @@ class Transformer2DModel(nn.Module):
         else:
             h = conv(inner, 1, "proj_in", d, pd)(h).reshape(b, hh * ww, inner)
         for i in range(self.num_layers):
-            h = BasicTransformerBlock(self.heads, self.dim_head, self.upcast_attention, self.attention_impl,
-                                      d, pd, name=f"transformer_blocks.{i}")(h, context)
+            h = BasicTransformerBlock(heads=self.heads, dim_head=self.dim_head, upcast_attention=self.upcast_attention,
+                                      attention_impl=self.attention_impl, dtype=d, param_dtype=pd,
+                                      name=f"transformer_blocks.{i}")(h, context)
         if self.use_linear_projection:
             h = dense(c, "proj_out", d, pd)(h).reshape(b, hh, ww, c)
         else:

@@ -232,15 +232,19 @@ class CrossAttnDownBlock2D(nn.Module):
         d, pd = self.dtype, self.param_dtype
         skips = []
         for i in range(self.num_layers):
-            x = ResnetBlock2D(self.out_channels, self.norm_num_groups, self.norm_eps, True,
-                              self.output_scale_factor, d, pd, name=f"resnets.{i}")(x, temb)
+            x = ResnetBlock2D(out_channels=self.out_channels, groups=self.norm_num_groups, eps=self.norm_eps,
+                              has_temb=True, output_scale_factor=self.output_scale_factor, dtype=d, param_dtype=pd,
+                              name=f"resnets.{i}")(x, temb)
             if self.has_attention:
-                x = Transformer2DModel(self.heads, self.out_channels // self.heads, self.transformer_layers,
-                                       self.norm_num_groups, self.use_linear_projection, self.upcast_attention,
-                                       self.attention_impl, d, pd, name=f"attentions.{i}")(x, context)
+                x = Transformer2DModel(heads=self.heads, dim_head=self.out_channels // self.heads,
+                                       num_layers=self.transformer_layers, norm_num_groups=self.norm_num_groups,
+                                       use_linear_projection=self.use_linear_projection,
+                                       upcast_attention=self.upcast_attention, attention_impl=self.attention_impl,
+                                       dtype=d, param_dtype=pd, name=f"attentions.{i}")(x, context)
             skips.append(x)
         if self.add_downsample:
-            x = Downsample2D(self.out_channels, self.downsample_padding, d, pd, name="downsamplers.0")(x)
+            x = Downsample2D(out_channels=self.out_channels, padding=self.downsample_padding, dtype=d, param_dtype=pd,
+                             name="downsamplers.0")(x)
             skips.append(x)
         return x, tuple(skips)
 
@@ -269,14 +273,17 @@ class CrossAttnUpBlock2D(nn.Module):
         skips = list(skips)
         for i in range(self.num_layers):
             x = jnp.concatenate([x, skips.pop()], axis=-1)
-            x = ResnetBlock2D(self.out_channels, self.norm_num_groups, self.norm_eps, True,
-                              self.output_scale_factor, d, pd, name=f"resnets.{i}")(x, temb)
+            x = ResnetBlock2D(out_channels=self.out_channels, groups=self.norm_num_groups, eps=self.norm_eps,
+                              has_temb=True, output_scale_factor=self.output_scale_factor, dtype=d, param_dtype=pd,
+                              name=f"resnets.{i}")(x, temb)
             if self.has_attention:
-                x = Transformer2DModel(self.heads, self.out_channels // self.heads, self.transformer_layers,
-                                       self.norm_num_groups, self.use_linear_projection, self.upcast_attention,
-                                       self.attention_impl, d, pd, name=f"attentions.{i}")(x, context)
+                x = Transformer2DModel(heads=self.heads, dim_head=self.out_channels // self.heads,
+                                       num_layers=self.transformer_layers, norm_num_groups=self.norm_num_groups,
+                                       use_linear_projection=self.use_linear_projection,
+                                       upcast_attention=self.upcast_attention, attention_impl=self.attention_impl,
+                                       dtype=d, param_dtype=pd, name=f"attentions.{i}")(x, context)
         if self.add_upsample:
-            x = Upsample2D(self.out_channels, d, pd, name="upsamplers.0")(x)
+            x = Upsample2D(out_channels=self.out_channels, dtype=d, param_dtype=pd, name="upsamplers.0")(x)
         return x
 
 
@@ -299,13 +306,17 @@ class UNetMidBlock2DCrossAttn(nn.Module):
     def __call__(self, x, temb, context):
         d, pd = self.dtype, self.param_dtype
         c = x.shape[-1]
-        x = ResnetBlock2D(c, self.norm_num_groups, self.norm_eps, True, self.output_scale_factor, d, pd,
+        x = ResnetBlock2D(out_channels=c, groups=self.norm_num_groups, eps=self.norm_eps, has_temb=True,
+                          output_scale_factor=self.output_scale_factor, dtype=d, param_dtype=pd,
                           name="resnets.0")(x, temb)
         for i in range(self.num_layers):
-            x = Transformer2DModel(self.heads, c // self.heads, self.transformer_layers, self.norm_num_groups,
-                                   self.use_linear_projection, self.upcast_attention, self.attention_impl,
-                                   d, pd, name=f"attentions.{i}")(x, context)
-            x = ResnetBlock2D(c, self.norm_num_groups, self.norm_eps, True, self.output_scale_factor, d, pd,
+            x = Transformer2DModel(heads=self.heads, dim_head=c // self.heads, num_layers=self.transformer_layers,
+                                   norm_num_groups=self.norm_num_groups,
+                                   use_linear_projection=self.use_linear_projection,
+                                   upcast_attention=self.upcast_attention, attention_impl=self.attention_impl, dtype=d,
+                                   param_dtype=pd, name=f"attentions.{i}")(x, context)
+            x = ResnetBlock2D(out_channels=c, groups=self.norm_num_groups, eps=self.norm_eps, has_temb=True,
+                              output_scale_factor=self.output_scale_factor, dtype=d, param_dtype=pd,
                               name=f"resnets.{i + 1}")(x, temb)
         return x
 
@@ -321,8 +332,9 @@ class UNet2DConditionModel(nn.Module):
     H and W must be multiples of 2**(number of down blocks - 1).
 
     ``gradient_checkpointing`` rematerialises each down/mid/up block in the backward pass
-    (memory for full-size LoRA training). ``attention_impl``: "chunked" (default,
-    fastest on CPU), "einsum" or "jax" (jax.nn.dot_product_attention); see layers.attention.
+    (memory for full-size LoRA training). ``attention_impl``: "auto" (default:
+    "chunked" on CPU, "jax" on GPU/TPU), "chunked", "einsum" or "jax"
+    (jax.nn.dot_product_attention); see layers.attention and layers.resolve_attention_impl.
     """
 
     config: UNetConfig
@@ -353,7 +365,8 @@ class UNet2DConditionModel(nn.Module):
 
         t_emb = get_timestep_embedding(timesteps, cfg.block_out_channels[0], flip_sin_to_cos=cfg.flip_sin_to_cos,
                                        downscale_freq_shift=cfg.freq_shift).astype(d)
-        emb = TimestepEmbedding(cfg.time_embed_dim, d, pd, name="time_embedding")(t_emb)
+        emb = TimestepEmbedding(time_embed_dim=cfg.time_embed_dim, dtype=d, param_dtype=pd,
+                                name="time_embedding")(t_emb)
         context = encoder_hidden_states.astype(d)
 
         x = sample.astype(d)

@@ -91,10 +91,13 @@ class UNetMidBlock2D(nn.Module):
     def __call__(self, x):
         d, pd = self.dtype, self.param_dtype
         c = x.shape[-1]
-        x = ResnetBlock2D(c, self.norm_num_groups, 1e-6, False, 1.0, d, pd, name="resnets.0")(x)
+        x = ResnetBlock2D(out_channels=c, groups=self.norm_num_groups, eps=1e-6, has_temb=False,
+                          output_scale_factor=1.0, dtype=d, param_dtype=pd, name="resnets.0")(x)
         if self.add_attention:
-            x = VAEAttention(c, self.norm_num_groups, 1e-6, dtype=d, param_dtype=pd, name="attentions.0")(x)
-        return ResnetBlock2D(c, self.norm_num_groups, 1e-6, False, 1.0, d, pd, name="resnets.1")(x)
+            x = VAEAttention(attention_head_dim=c, norm_num_groups=self.norm_num_groups, eps=1e-6, dtype=d,
+                             param_dtype=pd, name="attentions.0")(x)
+        return ResnetBlock2D(out_channels=c, groups=self.norm_num_groups, eps=1e-6, has_temb=False,
+                             output_scale_factor=1.0, dtype=d, param_dtype=pd, name="resnets.1")(x)
 
 
 class DownEncoderBlock2D(nn.Module):
@@ -108,10 +111,12 @@ class DownEncoderBlock2D(nn.Module):
     @nn.compact
     def __call__(self, x):
         for i in range(self.num_layers):
-            x = ResnetBlock2D(self.out_channels, self.norm_num_groups, 1e-6, False, 1.0, self.dtype,
-                              self.param_dtype, name=f"resnets.{i}")(x)
+            x = ResnetBlock2D(out_channels=self.out_channels, groups=self.norm_num_groups, eps=1e-6, has_temb=False,
+                              output_scale_factor=1.0, dtype=self.dtype, param_dtype=self.param_dtype,
+                              name=f"resnets.{i}")(x)
         if self.add_downsample:
-            x = Downsample2D(self.out_channels, 0, self.dtype, self.param_dtype, name="downsamplers.0")(x)
+            x = Downsample2D(out_channels=self.out_channels, padding=0, dtype=self.dtype, param_dtype=self.param_dtype,
+                             name="downsamplers.0")(x)
         return x
 
 
@@ -126,10 +131,12 @@ class UpDecoderBlock2D(nn.Module):
     @nn.compact
     def __call__(self, x):
         for i in range(self.num_layers):
-            x = ResnetBlock2D(self.out_channels, self.norm_num_groups, 1e-6, False, 1.0, self.dtype,
-                              self.param_dtype, name=f"resnets.{i}")(x)
+            x = ResnetBlock2D(out_channels=self.out_channels, groups=self.norm_num_groups, eps=1e-6, has_temb=False,
+                              output_scale_factor=1.0, dtype=self.dtype, param_dtype=self.param_dtype,
+                              name=f"resnets.{i}")(x)
         if self.add_upsample:
-            x = Upsample2D(self.out_channels, self.dtype, self.param_dtype, name="upsamplers.0")(x)
+            x = Upsample2D(out_channels=self.out_channels, dtype=self.dtype, param_dtype=self.param_dtype,
+                           name="upsamplers.0")(x)
         return x
 
 
@@ -146,9 +153,11 @@ class Encoder(nn.Module):
         ch = cfg.block_out_channels
         x = conv(ch[0], 3, "conv_in", d, pd)(x)
         for i, c in enumerate(ch):
-            x = DownEncoderBlock2D(c, cfg.layers_per_block, i < len(ch) - 1, cfg.norm_num_groups, d, pd,
+            x = DownEncoderBlock2D(out_channels=c, num_layers=cfg.layers_per_block, add_downsample=i < len(ch) - 1,
+                                   norm_num_groups=cfg.norm_num_groups, dtype=d, param_dtype=pd,
                                    name=f"down_blocks.{i}")(x)
-        x = UNetMidBlock2D(cfg.norm_num_groups, cfg.mid_block_add_attention, d, pd, name="mid_block")(x)
+        x = UNetMidBlock2D(norm_num_groups=cfg.norm_num_groups, add_attention=cfg.mid_block_add_attention, dtype=d,
+                           param_dtype=pd, name="mid_block")(x)
         x = silu(group_norm(cfg.norm_num_groups, 1e-6, "conv_norm_out", d, pd)(x))
         return conv(2 * cfg.latent_channels, 3, "conv_out", d, pd)(x)
 
@@ -165,10 +174,11 @@ class Decoder(nn.Module):
         cfg, d, pd = self.config, self.dtype, self.param_dtype
         rev = cfg.block_out_channels[::-1]
         x = conv(rev[0], 3, "conv_in", d, pd)(z)
-        x = UNetMidBlock2D(cfg.norm_num_groups, cfg.mid_block_add_attention, d, pd, name="mid_block")(x)
+        x = UNetMidBlock2D(norm_num_groups=cfg.norm_num_groups, add_attention=cfg.mid_block_add_attention, dtype=d,
+                           param_dtype=pd, name="mid_block")(x)
         for i, c in enumerate(rev):
-            x = UpDecoderBlock2D(c, cfg.layers_per_block + 1, i < len(rev) - 1, cfg.norm_num_groups, d, pd,
-                                 name=f"up_blocks.{i}")(x)
+            x = UpDecoderBlock2D(out_channels=c, num_layers=cfg.layers_per_block + 1, add_upsample=i < len(rev) - 1,
+                                 norm_num_groups=cfg.norm_num_groups, dtype=d, param_dtype=pd, name=f"up_blocks.{i}")(x)
         x = silu(group_norm(cfg.norm_num_groups, 1e-6, "conv_norm_out", d, pd)(x))
         return conv(cfg.out_channels, 3, "conv_out", d, pd)(x)
 
@@ -201,8 +211,8 @@ class AutoencoderKL(nn.Module):
 
     def setup(self):
         cfg, d, pd = self.config, self.dtype, self.param_dtype
-        self.encoder = Encoder(cfg, d, pd)
-        self.decoder = Decoder(cfg, d, pd)
+        self.encoder = Encoder(config=cfg, dtype=d, param_dtype=pd)
+        self.decoder = Decoder(config=cfg, dtype=d, param_dtype=pd)
         lc = cfg.latent_channels
         if cfg.use_quant_conv:
             self.quant_conv = conv(2 * lc, 1, None, d, pd)

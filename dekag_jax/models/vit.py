@@ -301,11 +301,13 @@ class CLIPVisionTransformer(nn.Module):
     def __call__(self, images, interpolate_pos_encoding=False, output_hidden_states=False):
         c = self.config
         ln = partial(layer_norm, c.layer_norm_eps, self.dtype, self.param_dtype)
-        x = CLIPVisionEmbeddings(c, self.dtype, self.param_dtype, name="embeddings")(images, interpolate_pos_encoding)
+        x = CLIPVisionEmbeddings(config=c, dtype=self.dtype, param_dtype=self.param_dtype,
+                                 name="embeddings")(images, interpolate_pos_encoding)
         x = ln("pre_layrnorm")(x)  # sic: transformers' spelling
-        x, states = CLIPEncoder(c.hidden_size, c.intermediate_size, c.num_attention_heads, c.num_hidden_layers,
-                                c.hidden_act, c.layer_norm_eps, False, self.dtype, self.param_dtype,
-                                name="encoder")(x)
+        x, states = CLIPEncoder(hidden_size=c.hidden_size, intermediate_size=c.intermediate_size,
+                                num_heads=c.num_attention_heads, num_layers=c.num_hidden_layers,
+                                hidden_act=c.hidden_act, layer_norm_eps=c.layer_norm_eps, causal=False,
+                                dtype=self.dtype, param_dtype=self.param_dtype, name="encoder")(x)
         out = {"last_hidden_state": x, "pooler_output": ln("post_layernorm")(x[:, 0])}
         if output_hidden_states:
             out["hidden_states"] = states
@@ -324,7 +326,8 @@ class CLIPVisionModel(nn.Module):
 
     @nn.compact
     def __call__(self, images, *, interpolate_pos_encoding=False, output_hidden_states=False):
-        out = CLIPVisionTransformer(self.config, self.dtype, self.param_dtype, name="vision_model")(
+        out = CLIPVisionTransformer(config=self.config, dtype=self.dtype, param_dtype=self.param_dtype,
+                                    name="vision_model")(
             jnp.asarray(images), interpolate_pos_encoding, output_hidden_states)
         if self.with_projection:
             out["image_embeds"] = nn.Dense(self.config.projection_dim, use_bias=False, dtype=self.dtype,
@@ -381,8 +384,9 @@ class CLIPModel(nn.Module):
 
     def setup(self):
         c = self.config
-        self.text_model = CLIPTextTransformer(c.text_config, self.dtype, self.param_dtype)
-        self.vision_model = CLIPVisionTransformer(c.vision_config, self.dtype, self.param_dtype)
+        self.text_model = CLIPTextTransformer(config=c.text_config, dtype=self.dtype, param_dtype=self.param_dtype)
+        self.vision_model = CLIPVisionTransformer(config=c.vision_config, dtype=self.dtype,
+                                                  param_dtype=self.param_dtype)
         dense = partial(nn.Dense, c.projection_dim, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype)
         self.text_projection = dense()
         self.visual_projection = dense()
@@ -442,8 +446,9 @@ class ViTAttention(nn.Module):
     @nn.compact
     def __call__(self, x):
         c = self.config
-        q, k, v = _QKV(c.hidden_size, c.qkv_bias, self.dtype, self.param_dtype, name="attention")(x)
-        return _Dense(c.hidden_size, self.dtype, self.param_dtype, name="output")(
+        q, k, v = _QKV(features=c.hidden_size, use_bias=c.qkv_bias, dtype=self.dtype, param_dtype=self.param_dtype,
+                       name="attention")(x)
+        return _Dense(features=c.hidden_size, dtype=self.dtype, param_dtype=self.param_dtype, name="output")(
             attention(q, k, v, c.num_attention_heads))
 
 
@@ -471,18 +476,20 @@ class ViTLayer(nn.Module):
         c = self.config
         ln = partial(layer_norm, c.layer_norm_eps, self.dtype, self.param_dtype)
         v2 = c.dinov2
-        h = ViTAttention(c, self.dtype, self.param_dtype, name="attention")(ln("norm1" if v2 else "layernorm_before")(x))
+        h = ViTAttention(config=c, dtype=self.dtype, param_dtype=self.param_dtype,
+                         name="attention")(ln("norm1" if v2 else "layernorm_before")(x))
         if v2:
-            h = LayerScale(self.dtype, self.param_dtype, name="layer_scale1")(h)
+            h = LayerScale(dtype=self.dtype, param_dtype=self.param_dtype, name="layer_scale1")(h)
         x = x + h
         h = ln("norm2" if v2 else "layernorm_after")(x)
         if v2:
-            h = CLIPMLP(c.hidden_size, c.intermediate_size, c.hidden_act, self.dtype, self.param_dtype, name="mlp")(h)
-            h = LayerScale(self.dtype, self.param_dtype, name="layer_scale2")(h)
+            h = CLIPMLP(hidden_size=c.hidden_size, intermediate_size=c.intermediate_size, hidden_act=c.hidden_act,
+                        dtype=self.dtype, param_dtype=self.param_dtype, name="mlp")(h)
+            h = LayerScale(dtype=self.dtype, param_dtype=self.param_dtype, name="layer_scale2")(h)
         else:
-            h = ACTIVATIONS[c.hidden_act](_Dense(c.intermediate_size, self.dtype, self.param_dtype,
-                                                 name="intermediate")(h))
-            h = _Dense(c.hidden_size, self.dtype, self.param_dtype, name="output")(h)
+            h = ACTIVATIONS[c.hidden_act](_Dense(features=c.intermediate_size, dtype=self.dtype,
+                                                 param_dtype=self.param_dtype, name="intermediate")(h))
+            h = _Dense(features=c.hidden_size, dtype=self.dtype, param_dtype=self.param_dtype, name="output")(h)
         return x + h
 
 
@@ -512,7 +519,7 @@ class ViTEncoder(nn.Module):
     def __call__(self, x):
         states = [x]
         for i in range(self.config.num_hidden_layers):
-            x = ViTLayer(self.config, self.dtype, self.param_dtype, name=f"layer.{i}")(x)
+            x = ViTLayer(config=self.config, dtype=self.dtype, param_dtype=self.param_dtype, name=f"layer.{i}")(x)
             states.append(x)
         return x, tuple(states)
 
@@ -534,8 +541,8 @@ class ViTEmbeddings(nn.Module):
             self.param("mask_token", nn.initializers.zeros, (1, c.hidden_size), self.param_dtype)
         n_pos = (c.image_size // c.patch_size) ** 2 + 1
         pos = self.param("position_embeddings", init, (1, n_pos, c.hidden_size), self.param_dtype)
-        patches = _PatchEmbeddings(c.hidden_size, c.patch_size, self.dtype, self.param_dtype,
-                                   name="patch_embeddings")(images.astype(self.dtype))
+        patches = _PatchEmbeddings(features=c.hidden_size, patch_size=c.patch_size, dtype=self.dtype,
+                                   param_dtype=self.param_dtype, name="patch_embeddings")(images.astype(self.dtype))
         b = patches.shape[0]
         patches = patches.reshape(b, grid[0] * grid[1], c.hidden_size)
         x = jnp.concatenate([jnp.broadcast_to(cls.astype(self.dtype), (b, 1, c.hidden_size)), patches], axis=1)
@@ -558,9 +565,10 @@ class ViTModel(nn.Module):
     @nn.compact
     def __call__(self, images, *, interpolate_pos_encoding=False, output_hidden_states=False):
         c = self.config
-        x = ViTEmbeddings(c, self.dtype, self.param_dtype, name="embeddings")(jnp.asarray(images),
+        x = ViTEmbeddings(config=c, dtype=self.dtype, param_dtype=self.param_dtype,
+                          name="embeddings")(jnp.asarray(images),
                                                                               interpolate_pos_encoding)
-        x, states = ViTEncoder(c, self.dtype, self.param_dtype, name="encoder")(x)
+        x, states = ViTEncoder(config=c, dtype=self.dtype, param_dtype=self.param_dtype, name="encoder")(x)
         last = layer_norm(c.layer_norm_eps, self.dtype, self.param_dtype, "layernorm")(x)
         out = {"last_hidden_state": last, "pooler_output": last[:, 0]}
         if output_hidden_states:
@@ -610,3 +618,33 @@ def clip_image_features(module: CLIPVisionModel | CLIPModel, params: Mapping[str
 def cosine_similarity(a: jax.Array, b: jax.Array) -> jax.Array:
     """Row-wise cosine similarity of ``[B, D]`` feature sets -> ``[B]``."""
     return jnp.sum(l2_normalize(a) * l2_normalize(b), axis=-1)
+
+
+def image_feature_fn(module: ViTModel | CLIPVisionModel | CLIPModel, params: Mapping[str, Any], *,
+                     normalize: bool = True, interpolate_pos_encoding: bool = False):
+    """A jitted ``images -> features`` function for a judge, for the metrics of ``dekag_jax.metrics``
+    (which take feature functions, never model classes).
+
+    ``images``: uint8 ``[B, H, W, 3]`` (0..255) or float in [0, 1]; resized and normalised by
+    :func:`preprocess` with the module's own family and ``image_size``. Returns ``[B, D]`` float32:
+    :func:`dino_features` for a ``ViTModel``, :func:`clip_image_features` for a CLIP module,
+    L2-normalised unless ``normalize=False``. Pure model code (the model's preprocessing and
+    forward), so it lives with the models.
+    """
+    if isinstance(module, ViTModel):
+        family = "dinov2" if module.config.dinov2 else "dino"
+        size = module.config.image_size
+        feats = dino_features
+    elif isinstance(module, (CLIPVisionModel, CLIPModel)):
+        family = "clip"
+        size = (module.config.vision_config if isinstance(module, CLIPModel) else module.config).image_size
+        feats = clip_image_features
+    else:
+        raise TypeError(f"image_feature_fn needs a ViTModel, CLIPVisionModel or CLIPModel, got {type(module).__name__}")
+
+    @jax.jit
+    def fn(p, images):
+        return feats(module, p, preprocess(images, family, size), normalize=normalize,
+                     interpolate_pos_encoding=interpolate_pos_encoding)
+
+    return lambda images: fn(params, images)

@@ -66,6 +66,8 @@ def _prefix_rule(state: Mapping[str, Any], prefix: str, keep: tuple[str, ...]):
     """Rules adding ``prefix`` when the file is a transformers-5 bare tower (no key carries it)."""
     if any(k.startswith(prefix + ".") for k in state):
         return ()
+    if not keep:  # (an empty negative lookahead "(?!)" would never match)
+        return ((r"^", prefix + "."),)
     skip = "|".join(k.replace(".", r"\.") + r"(\.|$)" for k in keep)
     return ((rf"^(?!{skip})", prefix + "."),)
 
@@ -95,6 +97,24 @@ def load_text_encoder(directory: str, dtype: Any = jnp.float32, variant: str | N
     state = read_state_dict(directory, variant)
     params = state_to_params(state, abstract, rename=_prefix_rule(state, "text_model", ("text_projection",)),
                              ignore=_BUFFERS, dtype=_np_dtype(dtype), what=f"{arch} ({directory})")
+    return module, params
+
+
+def text_encoder_from_state(cfg: Mapping[str, Any], state: Mapping[str, Any], dtype: Any = jnp.float32,
+                            what: str = "CLIPTextModel"):
+    """A transformers ``CLIPTextModel`` config dict and a ``{transformers key: tensor}`` state (lazy
+    values welcome; ``text_model.`` prefix optional) -> ``(module, params)``. Used for single-file
+    checkpoints (weights/single_file.py), whose text tower has no projection."""
+    from dekag_jax.errors import UnsupportedConfigError
+    from dekag_jax.models.clip_text import CLIPTextConfig, CLIPTextModel
+
+    arch = (cfg.get("architectures") or ["CLIPTextModel"])[0]
+    if arch != "CLIPTextModel":
+        raise UnsupportedConfigError(f"{what}: architectures={cfg.get('architectures')!r}; expected CLIPTextModel")
+    module = CLIPTextModel(CLIPTextConfig.from_hf(cfg), dtype=dtype, param_dtype=dtype)
+    abstract = abstract_params(module, np.zeros((1, 1), np.int32))
+    params = state_to_params(state, abstract, rename=_prefix_rule(state, "text_model", ()), ignore=_BUFFERS,
+                             dtype=_np_dtype(dtype), what=what)
     return module, params
 
 

@@ -31,7 +31,7 @@ from typing import Any, Sequence
 import jax.numpy as jnp
 
 from dekag_jax.errors import UnsupportedConfigError
-from dekag_jax.weights.files import CheckpointError
+from dekag_jax.weights.files import PICKLE_SUFFIXES, CheckpointError, pickle_advice
 
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer")
 _CLASSES = {
@@ -86,6 +86,16 @@ class StableDiffusion:
 
         return vae_scale_factor(self)
 
+    def tokenize(self, prompts: Sequence[str]):
+        """Token ids ``[B, L] int32`` of ``prompts`` with this pipeline's tokenizer (padded and
+        truncated to its ``model_max_length``, 77 for SD). The pipeline carries its tokenize function
+        so that ``diffusion/`` works from functions only and never imports ``models/``."""
+        if self.tokenizer is None:
+            raise ValueError("the pipeline has no tokenizer; pass token ids [B, L] instead of strings")
+        from dekag_jax.models.tokenizer import tokenize
+
+        return tokenize(self.tokenizer, prompts)
+
 
 # ----------------------------------------------------------------------------- resolving
 
@@ -112,7 +122,10 @@ def resolve_pipeline_dir(path_or_repo_id: str, *, revision: str | None = None,
     if os.path.isdir(p):
         return p
     if os.path.exists(p):
-        raise CheckpointError(f"{p}: is a file; expected a diffusers pipeline directory or a repo id")
+        if p.endswith(PICKLE_SUFFIXES):
+            raise CheckpointError(f"{p}: a pickle checkpoint. " + pickle_advice(p))
+        raise CheckpointError(f"{p}: is a file; expected a diffusers pipeline directory or a repo id "
+                              "(an original-layout .safetensors file loads with load_pipeline(file) / load_single_file)")
     if not _REPO_ID.match(p) or p.startswith((".", "/")) or p.endswith((".", "-")):
         raise CheckpointError(f"{p}: no such directory (and not a Hugging Face repo id)")
     from huggingface_hub import snapshot_download
@@ -179,11 +192,15 @@ def _load_tokenizer(d: str):
 
 def load_pipeline(path_or_repo_id: str, *, dtype: Any = jnp.float32, variant: str | None = None,
                   components: Sequence[str] | None = None, revision: str | None = None,
-                  cache_dir: str | None = None, vae_dtype: Any = None) -> StableDiffusion:
-    """Load a diffusers Stable Diffusion pipeline (directory or locally cached repo id).
+                  cache_dir: str | None = None, vae_dtype: Any = None, **single_file) -> StableDiffusion:
+    """Load a diffusers Stable Diffusion pipeline (directory or locally cached repo id), or an
+    original-layout single ``.safetensors`` file (see weights/single_file.py).
 
     Args:
-      path_or_repo_id: pipeline directory, or ``org/name`` resolved in the local HF cache.
+      path_or_repo_id: pipeline directory, or ``org/name`` resolved in the local HF cache, or a
+        single ``.safetensors`` file in the original SD layout.
+      single_file: only for a single file: ``config``, ``model_type``, ``prediction_type``, ``ema``,
+        ``tokenizer`` of :func:`~dekag_jax.weights.single_file.load_single_file`.
       dtype: parameter and compute dtype of unet and text encoder (and VAE, see ``vae_dtype``).
       variant: weights variant, e.g. "fp16" for ``*.fp16.safetensors``.
       components: subset of ("unet", "vae", "text_encoder", "tokenizer") to load (default all);
@@ -193,6 +210,15 @@ def load_pipeline(path_or_repo_id: str, *, dtype: Any = jnp.float32, variant: st
     Raises: CheckpointError (missing directory/file, pickle-only weights, repo not in the cache),
       UnsupportedConfigError (names the component and the config field), ConversionError.
     """
+    if os.path.isfile(os.fspath(path_or_repo_id)) and os.fspath(path_or_repo_id).endswith(".safetensors"):
+        from dekag_jax.weights.single_file import load_single_file
+
+        if variant is not None:
+            raise ValueError("variant= names files in a pipeline directory; a single file has none")
+        return load_single_file(path_or_repo_id, dtype=dtype, components=components, revision=revision,
+                                cache_dir=cache_dir, vae_dtype=vae_dtype, **single_file)
+    if single_file:
+        raise TypeError(f"load_pipeline: {sorted(single_file)} apply to single-file checkpoints only")
     comps = tuple(COMPONENTS if components is None else components)
     bad = [c for c in comps if c not in COMPONENTS]
     if bad:
@@ -225,12 +251,8 @@ def load_pipeline(path_or_repo_id: str, *, dtype: Any = jnp.float32, variant: st
                 from dekag_jax.weights.files import read_config
                 from dekag_jax.weights.sd import load_vae
 
-                vd = vae_dtype
-                if vd is None:
-                    vd = dtype
-                    if jnp.dtype(dtype) == jnp.float16 and read_config(d).get("force_upcast", True):
-                        vd = jnp.float32
-                out.vae, out.vae_params = load_vae(d, dtype=vd, variant=variant)
+                out.vae, out.vae_params = load_vae(d, dtype=vae_dtype_for(dtype, read_config(d), vae_dtype),
+                                                   variant=variant)
             elif name == "text_encoder":
                 from dekag_jax.weights.hf import load_text_encoder
 
@@ -240,6 +262,16 @@ def load_pipeline(path_or_repo_id: str, *, dtype: Any = jnp.float32, variant: st
         except UnsupportedConfigError as e:
             raise UnsupportedConfigError(f"{name}: {e}") from e
     return out
+
+
+def vae_dtype_for(dtype: Any, vae_config: dict[str, Any], vae_dtype: Any = None) -> Any:
+    """The VAE's dtype: ``vae_dtype`` if given, else ``dtype``, except float32 when ``dtype`` is
+    float16 and the config says ``force_upcast`` (SD's VAE overflows in fp16, as diffusers knows)."""
+    if vae_dtype is not None:
+        return vae_dtype
+    if jnp.dtype(dtype) == jnp.float16 and vae_config.get("force_upcast", True):
+        return jnp.float32
+    return dtype
 
 
 def save_tokenizer(tokenizer, tok_dir: str) -> None:

@@ -49,12 +49,30 @@ def _to_jax(tree: Mapping[str, Any]) -> dict[str, Any]:
     return unflatten(out)
 
 
-def _load(component_dir: str, module, rename=(), variant=None, what="checkpoint"):
+def _convert(state: Mapping[str, Any], module, rename=(), what="checkpoint"):
     abstract = abstract_params(module, *module.dummy_inputs())
-    state = read_state_dict(component_dir, variant)
     # put=jax.device_put: each tensor goes to JAX as soon as it is converted (peak ~1x the weights;
     # a full numpy tree converted afterwards peaked at ~2.2x, scripts/measure_load_memory.py).
     return torch_to_flax(state, abstract, rename=rename, dtype=module.param_dtype, what=what, put=jax.device_put)
+
+
+def _load(component_dir: str, module, rename=(), variant=None, what="checkpoint"):
+    return _convert(read_state_dict(component_dir, variant), module, rename=rename, what=what)
+
+
+def unet_from_state(config: Mapping[str, Any], state: Mapping[str, Any], *, dtype: Any = jnp.float32,
+                    what: str = "UNet", **module_kwargs) -> tuple[UNet2DConditionModel, dict[str, Any]]:
+    """A diffusers UNet config dict and a ``{diffusers key: tensor}`` state (lazy values welcome;
+    e.g. weights/single_file.py's renamed view of an original-layout file) -> ``(module, params)``."""
+    module = UNet2DConditionModel(UNetConfig.from_hf(config), dtype=dtype, param_dtype=dtype, **module_kwargs)
+    return module, _convert(state, module, what=what)
+
+
+def vae_from_state(config: Mapping[str, Any], state: Mapping[str, Any], *, dtype: Any = jnp.float32,
+                   what: str = "VAE") -> tuple[AutoencoderKL, dict[str, Any]]:
+    """As :func:`unet_from_state`, for an ``AutoencoderKL`` (current or legacy attention key names)."""
+    module = AutoencoderKL(VAEConfig.from_hf(config), dtype=dtype, param_dtype=dtype)
+    return module, _convert(state, module, rename=VAE_LEGACY_RENAME, what=what)
 
 
 def load_unet(component_dir: str, *, dtype: Any = jnp.float32, variant: str | None = None,

@@ -15,7 +15,6 @@ Measurements (all deterministic, all on images at the world's size, uint8 or flo
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -99,20 +98,18 @@ def _jit(judges, name, fn):
 
 def judge_features(judges, images, batch: int = 128) -> tuple[np.ndarray, np.ndarray]:
     """(DINO features [N, D], CLIP image features [N, P]), both L2-normalised, for images
-    uint8/[0, 1] [N, H, W, 3] (resized to each judge's image_size, normalised per family)."""
-    from dekag_jax.models.vit import clip_image_features, dino_features, preprocess
+    uint8/[0, 1] [N, H, W, 3] (resized to each judge's image_size, normalised per family):
+    :func:`dekag_jax.models.vit.image_feature_fn` run by :func:`dekag_jax.metrics.batched_features`."""
+    from dekag_jax.metrics import batched_features
+    from dekag_jax.models.vit import image_feature_fn
 
-    ds = judges.dino.config.image_size
-    cs = judges.clip.config.vision_config.image_size
-    fd = _jit(judges, "dino", lambda p, x: dino_features(judges.dino, p, preprocess(x, "dino", ds), normalize=True))
-    fc = _jit(judges, "clip", lambda p, x: clip_image_features(judges.clip, p, preprocess(x, "clip", cs),
-                                                                normalize=True))
+    c = judges._jit_cache
+    if "feature_fns" not in c:
+        c["feature_fns"] = (image_feature_fn(judges.dino, judges.dino_params),
+                            image_feature_fn(judges.clip, judges.clip_params))
+    fd, fc = c["feature_fns"]
     x = _as01(images)
-    d, c = [], []
-    for k in range(0, x.shape[0], batch):
-        d.append(np.asarray(fd(judges.dino_params, x[k:k + batch])))
-        c.append(np.asarray(fc(judges.clip_params, x[k:k + batch])))
-    return np.concatenate(d), np.concatenate(c)
+    return batched_features(fd, x, batch), batched_features(fc, x, batch)
 
 
 def text_features(judges, prompts: Sequence[str]) -> np.ndarray:
@@ -145,16 +142,14 @@ def subject_separation(feats: np.ndarray, labels: np.ndarray) -> tuple[float, fl
 
 def consistency(feats_a: tuple[np.ndarray, np.ndarray], labels_a, feats_b: tuple[np.ndarray, np.ndarray],
                 labels_b) -> dict[str, float]:
-    """Eq. 5 between image sets A and B: for each subject, mean cosine over all (a, b) pairs of that
-    subject, for DINO and CLIP features; averaged over the subjects present in both.
-    ``feats_*`` = (dino [N, D], clip [N, P]) from :func:`judge_features`."""
-    la, lb = np.asarray(labels_a), np.asarray(labels_b)
-    out = {}
-    for name, fa, fb in (("dino", feats_a[0], feats_b[0]), ("clip", feats_a[1], feats_b[1])):
-        per = [float((fa[la == s] @ fb[lb == s].T).mean()) for s in np.intersect1d(la, lb)]
-        out[name] = float(np.mean(per))
-    out["total"] = out["dino"] + out["clip"]
-    return out
+    """Eq. 5 between image sets A and B (:func:`dekag_jax.metrics.consistency`): for each subject,
+    mean cosine over all (a, b) pairs of that subject, for DINO and CLIP features; averaged over the
+    subjects present in both. ``feats_*`` = (dino [N, D], clip [N, P]) from :func:`judge_features`.
+    Returns the means only: ``{"dino", "clip", "total"}``."""
+    from dekag_jax.metrics import consistency as eq5
+
+    res = eq5({"dino": feats_a[0], "clip": feats_a[1]}, labels_a, {"dino": feats_b[0], "clip": feats_b[1]}, labels_b)
+    return {k: res[k]["mean"] for k in ("dino", "clip", "total")}
 
 
 def measure_all(pipe=None, judges=None, *, n_per_subject: int = 2, num_steps: int = 25,
@@ -193,15 +188,28 @@ def measure_all(pipe=None, judges=None, *, n_per_subject: int = 2, num_steps: in
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="Measure the tiny world's quality gates (prints JSON).")
+    """``python -m dekag_jax.world.gates``: validates, sets up the runtime, prints the JSON."""
+    from dekag_jax.errors import ArgumentParser, UsageError
+
+    ap = ArgumentParser(prog="python -m dekag_jax.world.gates",
+                        description="Measure the tiny world's quality gates (prints JSON).")
     ap.add_argument("--n-per-subject", type=int, default=2)
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--guidance", type=float, default=5.0)
     a = ap.parse_args(argv)
+    if a.n_per_subject < 1:
+        raise UsageError(f"--n-per-subject={a.n_per_subject} must be >= 1")
+    if a.steps < 1:
+        raise UsageError(f"--steps={a.steps} must be >= 1")
+    if not np.isfinite(a.guidance):
+        raise UsageError(f"--guidance={a.guidance} must be finite")
+    from dekag_jax import runtime
+    runtime.setup()  # after validation: bad input never touches caches
     print(json.dumps(measure_all(n_per_subject=a.n_per_subject, num_steps=a.steps, guidance_scale=a.guidance),
                      indent=1))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from dekag_jax.errors import cli_main
+    sys.exit(cli_main(main))

@@ -1,0 +1,100 @@
+"""One training step of the JSCC codec under eq. 4 (pretraining) or eq. 7 (T-KA, same objective on
+S_EG under Phi_EU): pure, jitted once per rate, state donated.
+
+The shared latent decoder f_LD (the edge VAE decoder) is frozen: the paper reuses the generation
+module's decoder (Sec. V-B), so training it here would change the edge-GAI; gradients still flow
+through it into the codec. Conditions: tau, gamma and omega are drawn per sample inside the step from
+static grids (``ConditionGrid``; one
+compile serves every rate: the mixed-rate layout of ``transmission.transmit_latents``).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from dekag_jax.ka.objective import LossWeights, eq4_loss, eq4_terms
+from dekag_jax.ka.transmission import LinkConfig, decode_latents, delay_spread_index, sample_conditions, \
+    transmit_latents
+from dekag_jax.models.jscc import JSCCCodec, rate_units
+
+__all__ = ["ConditionGrid", "init_state", "make_train_step", "make_eval_fn"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ConditionGrid:
+    """A distribution Phi of phi = (tau, gamma, omega), uniform over each grid independently.
+
+    rates: strings/Fractions in {1..6}/64; snrs_db: gamma values (dB); delay_spreads_s: omega values
+    (seconds, on the link's grid). Validated at construction (one-line errors)."""
+    rates: tuple
+    snrs_db: tuple
+    delay_spreads_s: tuple
+
+    def __post_init__(self):
+        from dekag_jax.ka.transmission import check_snr_db
+
+        if not self.rates or not self.snrs_db or not self.delay_spreads_s:
+            raise ValueError("ConditionGrid: rates, snrs_db and delay_spreads_s must all be non-empty")
+        object.__setattr__(self, "rates", tuple(str(r) for r in self.rates))
+        for r in self.rates:
+            rate_units(r)
+        object.__setattr__(self, "snrs_db", tuple(float(v) for v in check_snr_db(list(self.snrs_db))))
+        object.__setattr__(self, "delay_spreads_s", tuple(float(w) for w in self.delay_spreads_s))
+
+    def rate_units(self) -> tuple:
+        return tuple(rate_units(r) for r in self.rates)
+
+    def omega_indices(self, link: LinkConfig) -> tuple:
+        return tuple(int(i) for i in delay_spread_index(list(self.delay_spreads_s), link))
+
+
+def init_state(params: Any, optimizer: optax.GradientTransformation) -> dict:
+    """The training state, a plain pytree: ``{"params", "opt_state", "step"}``."""
+    return {"params": params, "opt_state": optimizer.init(params), "step": jnp.zeros((), jnp.int32)}
+
+
+def make_train_step(codec: JSCCCodec, vae, optimizer: optax.GradientTransformation, *, link: LinkConfig,
+                    weights: LossWeights, grid: ConditionGrid, features: Callable | None = None):
+    """``step(state, aux, z, x, key) -> (state, metrics)`` jitted, ``state`` donated; each sample gets
+    its own phi drawn from ``grid``. ``aux = {"vae": vae_params, "feat": feature_params}``; ``z`` [B, h, w, 4]
+    latents, ``x`` [B, H, W, 3] their target images in [0, 1]; ``features(feat_params, images)`` the
+    perceptual network (None: no term (iii))."""
+    omega_idx = grid.omega_indices(link)
+    snrs, units = grid.snrs_db, grid.rate_units()
+
+    def loss_fn(params, aux, z, x, key):
+        kc, kt = jax.random.split(key)
+        n, snr, widx = sample_conditions(kc, z.shape[0], units, snrs, omega_idx)
+        t = transmit_latents(codec, params, z, kt, rate_units=n, snr_db=snr, omega_index=widx, link=link)
+        x_check = decode_latents(vae, aux["vae"], t.z_check)
+        feat = None if features is None else (lambda im: features(aux["feat"], im))
+        terms = eq4_terms(z=z, z_check=t.z_check, x=x, x_check=x_check, symbols=t.symbols,
+                          qam_order=link.qam_order, features=feat, mask=t.mask)
+        return eq4_loss(terms, weights)
+
+    def step(state, aux, z, x, key):
+        (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], aux, z, x, key)
+        updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        metrics["grad_norm"] = optax.global_norm(grads)
+        return {"params": params, "opt_state": opt_state, "step": state["step"] + 1}, metrics
+
+    return jax.jit(step, donate_argnums=(0,))
+
+
+def make_eval_fn(codec: JSCCCodec, vae, *, link: LinkConfig):
+    """``fn(params, vae_params, z, x, key, n [B], snr_db [B], omega_index [B]) -> psnr [B]`` (dB of the
+    received image against x), jitted once. Validate conditions on the host first
+    (``transmission.rate_unit_array``, ``condition_arrays``)."""
+
+    def fn(params, vae_params, z, x, key, n, snr, widx):
+        t = transmit_latents(codec, params, z, key, rate_units=n, snr_db=snr, omega_index=widx, link=link)
+        x_check = decode_latents(vae, vae_params, t.z_check)
+        mse = jnp.mean((x_check - x) ** 2, axis=(1, 2, 3))
+        return -10.0 * jnp.log10(jnp.maximum(mse, 1e-10))
+
+    return jax.jit(fn)

@@ -1,0 +1,281 @@
+"""LoRA and CALA by parameter path (dekag_jax.adapt.lora, .cala, .rules) on every model family.
+
+Tiny random models are built here (models are imported in tests only; dekag_jax.adapt imports no
+model code). Adapters get random B (and gates) so the low-rank path is not trivially zero.
+"""
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dekag_jax.adapt import cala, lora
+from dekag_jax.adapt.rules import Rule, label_tree
+from dekag_jax.weights.convert import flatten
+
+ALL = [(r".*/kernel", 2, 4.0)]  # every Dense and Conv kernel (alpha != rank: scale 2)
+
+
+def _randomise(adapters, key, gates=False):
+    """B (and the gates) away from their zero init."""
+    out = {}
+    for i, (path, ad) in enumerate(sorted(adapters.items())):
+        k1, k2, k3 = jax.random.split(jax.random.fold_in(key, i), 3)
+        ad = dict(ad)
+        ad["lora_B"] = 0.2 * jax.random.normal(k1, ad["lora_B"].shape)
+        if gates:
+            ad.update(cala.init_gate(ad["lora_A"].shape[-1]))
+            ad["gate_kernel"] = jax.random.normal(k2, ad["gate_kernel"].shape)
+            ad["gate_bias"] = 0.5 * jax.random.normal(k3, ad["gate_bias"].shape)
+        out[path] = ad
+    return out
+
+
+def _close(a, b, tol=2e-5):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    assert a.shape == b.shape
+    err = np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30)
+    assert err <= tol, f"relative error {err:.3g} > {tol}"
+
+
+# ----------------------------------------------------------------------------- tiny models
+
+
+def _unet(linear_projection=False, remat=False):
+    from dekag_jax.models.unet import UNet2DConditionModel, UNetConfig
+    cfg = UNetConfig(sample_size=8, block_out_channels=(16, 32), layers_per_block=1,
+                     down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                     up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=16,
+                     attention_head_dim=2, use_linear_projection=linear_projection, norm_num_groups=8)
+    m = UNet2DConditionModel(config=cfg, gradient_checkpointing=remat)
+    k = jax.random.key(0)
+    x = jax.random.normal(k, (2, 8, 8, 4))
+    t = jnp.array([3, 700])
+    ctx = jax.random.normal(jax.random.key(1), (2, 5, 16))
+    params = m.init(k, x, t, ctx)["params"]
+    return m, params, (x, t, ctx), {}
+
+
+def _clip_text():
+    from dekag_jax.models.clip_text import CLIPTextConfig, CLIPTextModel
+    cfg = CLIPTextConfig(vocab_size=40, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, max_position_embeddings=12, eos_token_id=39, hidden_act="gelu")
+    m = CLIPTextModel(config=cfg)
+    ids = jnp.array([[38, 5, 7, 39, 0, 0], [38, 9, 39, 0, 0, 0]], jnp.int32)
+    return m, m.init(jax.random.key(0), ids)["params"], (ids,), {}
+
+
+def _vae(method="decode"):
+    from dekag_jax.models.vae import AutoencoderKL, VAEConfig
+    cfg = VAEConfig(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
+                    up_block_types=("UpDecoderBlock2D",) * 2, norm_num_groups=4, latent_channels=4)
+    m = AutoencoderKL(config=cfg)
+    params = m.init(jax.random.key(0), *m.dummy_inputs())["params"]
+    if method == "decode":
+        return m, params, (jax.random.normal(jax.random.key(2), (2, 4, 4, 4)),), {"method": "decode"}
+    return m, params, (jax.random.normal(jax.random.key(2), (2, 8, 8, 3)),), {"method": "encode"}
+
+
+def _dino():
+    from dekag_jax.models.vit import ViTConfig, ViTModel
+    cfg = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                    image_size=16, patch_size=8)
+    m = ViTModel(config=cfg)
+    x = jax.random.normal(jax.random.key(3), (2, 16, 16, 3))
+    return m, m.init(jax.random.key(0), x)["params"], (x,), {}
+
+
+def _clip_vision():
+    from dekag_jax.models.vit import CLIPVisionConfig, CLIPVisionModel
+    cfg = CLIPVisionConfig(hidden_size=32, intermediate_size=64, projection_dim=16, num_hidden_layers=2,
+                           num_attention_heads=4, image_size=16, patch_size=8)
+    m = CLIPVisionModel(config=cfg, with_projection=True)
+    x = jax.random.normal(jax.random.key(3), (2, 16, 16, 3))
+    return m, m.init(jax.random.key(0), x)["params"], (x,), {}
+
+
+def _jscc():
+    jscc = pytest.importorskip("dekag_jax.models.jscc")
+    cfg = jscc.JSCCConfig(block_out_channels=(16,), layers_per_block=1, norm_num_groups=4)
+    m, params = jscc.init_codec(cfg, jax.random.key(0), (4, 4))
+    return m, params, (jax.random.normal(jax.random.key(4), (2, 4, 4, 4)),), {}
+
+
+MODELS = {"unet_conv_proj": _unet, "unet_linear_proj_remat": lambda: _unet(True, True), "clip_text": _clip_text,
+          "vae_decode": _vae, "vae_encode": lambda: _vae("encode"), "dino": _dino, "clip_vision": _clip_vision,
+          "jscc": _jscc}
+
+
+def _leaves(out):
+    return jax.tree_util.tree_leaves(out)
+
+
+def _check_model(name):
+    m, params, args, kw = MODELS[name]()
+    adapters, specs = lora.init(jax.random.key(7), params, ALL)
+    assert any(s.kind == "conv" for s in specs.values()) or name in ("clip_text",)
+    adapters = _randomise(adapters, jax.random.key(8))
+    strict = not name.startswith("vae")  # encode/decode each reach only half of the VAE
+
+    @jax.jit  # one compile for the three runs (eager dispatch of a UNet is slower than compiling it)
+    def three(p, a, args):
+        base = m.apply({"params": p}, *args, **kw)
+        merged = m.apply({"params": lora.merge(p, a, specs)}, *args, **kw)
+        return base, merged, lora.apply(m, p, a, specs, *args, require_all=strict, **kw)
+
+    base, merged, inter = three(params, adapters, args)
+    for a, b, c in zip(_leaves(inter), _leaves(merged), _leaves(base)):
+        _close(a, b)
+        assert np.max(np.abs(np.asarray(b) - np.asarray(c))) > 1e-3  # the adapters do change the output
+
+
+# UNet (1x1-conv projections: convs of every size, stride and padding), CLIP text and DINO by
+# default; the others run with -m slow (same code paths, other module trees).
+@pytest.mark.parametrize("name", ["unet_conv_proj", "clip_text", "dino"])
+def test_merged_equals_intercepted(name):
+    _check_model(name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["unet_linear_proj_remat", "vae_decode", "vae_encode", "clip_vision", "jscc"])
+def test_merged_equals_intercepted_slow(name):
+    _check_model(name)
+
+
+def test_init_follows_peft_and_starts_at_the_base():
+    m, params, args, kw = _unet()
+    adapters, specs = lora.init(jax.random.key(0), params, [(r".*/attn[12]/to_(q|k|v|out\.0)/kernel", 4)])
+    flat = flatten(params)
+    for path, ad in adapters.items():
+        fan_in = math.prod(ad["lora_A"].shape[:-1])
+        assert np.all(ad["lora_B"] == 0)
+        assert np.max(np.abs(ad["lora_A"])) <= 1 / math.sqrt(fan_in)
+        assert np.max(np.abs(ad["lora_A"])) > 0.5 / math.sqrt(fan_in)  # uniform over the whole bound
+        assert specs[path].scale == 1.0 and specs[path].kind == "dense"
+        assert ad["lora_A"].shape == (flat[path].shape[0], 4)
+    # per-path streams: A of a layer does not depend on which other layers are adapted
+    a2, _ = lora.init(jax.random.key(0), params, [(r".*/attn1/to_q/kernel", 4)])
+    for path in a2:
+        np.testing.assert_array_equal(a2[path]["lora_A"], adapters[path]["lora_A"])
+    out = lora.apply(m, params, adapters, specs, *args)
+    np.testing.assert_array_equal(out, m.apply({"params": params}, *args))
+
+
+def test_conv_shapes_follow_the_contract():
+    _, params, _, _ = _unet()
+    adapters, specs = lora.init(jax.random.key(0), params, [(r"conv_in/kernel", 3, 3), (r".*proj_in/kernel", 2)])
+    assert specs["conv_in/kernel"] == lora.LoraSpec("conv_in/kernel", "conv", 3, 3.0)
+    assert adapters["conv_in/kernel"]["lora_A"].shape == (3, 3, 4, 3)
+    assert adapters["conv_in/kernel"]["lora_B"].shape == (1, 1, 3, 16)
+    assert lora.lora_param_count((3, 3, 4, 16), 3) == 3 * (36 + 16)
+
+
+def test_rule_errors_name_the_rule():
+    _, params, _, _ = _unet()
+    with pytest.raises(ValueError, match=r"to_qq"):
+        lora.make_specs(params, [(r".*/to_q/kernel", 2), (r".*/to_qq/kernel", 2)])
+    # full match: a pattern without ".*" does not match inside a path
+    with pytest.raises(ValueError, match=r"attn1/to_q/kernel"):
+        lora.make_specs(params, [(r"attn1/to_q/kernel", 2)])
+    # a later rule whose paths an earlier rule took matches nothing: also an error
+    with pytest.raises(ValueError, match=r"to_k"):
+        lora.make_specs(params, [(r".*/kernel", 1), (r".*/to_k/kernel", 2)])
+    # rank above min(in, out); conv: min(kh*kw*in, out) = min(36, 16)
+    with pytest.raises(ValueError, match=r"conv_in/kernel.*rank 17 > 16"):
+        lora.make_specs(params, [(r"conv_in/kernel", 17)])
+    with pytest.raises(ValueError, match="rank"):
+        Rule(".*", 0)
+    with pytest.raises(ValueError, match="regex"):
+        Rule("(", 2)
+    # biases and norms are not kernels: a rule over them matches nothing
+    with pytest.raises(ValueError, match="bias"):
+        lora.make_specs(params, [(r".*/bias", 2)])
+
+
+def test_first_rule_wins_and_labels():
+    _, params, _, _ = _unet()
+    specs = lora.make_specs({"params": params}, [(r".*/attn1/to_q/kernel", 4, 8), (r".*/to_q/kernel", 2)])
+    assert {s.rank for p, s in specs.items() if "attn1/to_q" in p} == {4}
+    assert {s.rank for p, s in specs.items() if "attn2/to_q" in p} == {2}
+    labels = label_tree({"a": {"kernel": 1, "bias": 2}}, [(r"a/kernel", "train")], default="frozen")
+    assert labels == {"a": {"kernel": "train", "bias": "frozen"}}
+    with pytest.raises(ValueError, match="a/bias"):
+        label_tree({"a": {"kernel": 1, "bias": 2}}, [(r"a/kernel", "train")])
+
+
+def test_unmerge_recovers_the_base():
+    _, params, _, _ = _unet()
+    adapters, specs = lora.init(jax.random.key(0), params, ALL)
+    adapters = _randomise(adapters, jax.random.key(1))
+    wrapped = {"params": params}
+    merged = lora.merge(wrapped, adapters, specs)
+    assert set(merged) == {"params"}
+    back = flatten(lora.unmerge(merged, adapters, specs)["params"])
+    flat, mflat = flatten(params), flatten(merged["params"])
+    worst = 0.0
+    for path, w in flat.items():
+        if path not in specs:
+            assert back[path] is w  # untouched leaves are shared, not copied
+            continue
+        w = np.asarray(w)
+        assert np.max(np.abs(np.asarray(mflat[path]) - w)) > 1e-3
+        # exact up to the two roundings of the add and the subtract: |err| <= ulp(|W| + |dW|)
+        bound = np.spacing(np.abs(w) + np.abs(np.asarray(mflat[path]) - w)).astype(np.float64)
+        err = np.abs(np.asarray(back[path], np.float64) - w)
+        assert np.all(err <= 2 * bound)
+        worst = max(worst, float(np.max(err) / np.max(np.abs(w))))
+    assert worst < 1e-6
+
+
+def test_cala_gate_of_ones_is_lora_exactly():
+    m, params, args, kw = _unet()
+    adapters, specs = lora.init(jax.random.key(0), params, [(r".*/kernel", 2)])
+    adapters = _randomise(adapters, jax.random.key(1))
+    gated = {p: {**ad, **cala.init_gate(2)} for p, ad in adapters.items()}
+    phi = cala.normalise_phi(jnp.array([1 / 64, 6 / 64]), jnp.array([0.0, 20.0]), jnp.array([30e-9, 3e-6]))
+    a = lora.apply(m, params, adapters, specs, *args)
+    b = lora.apply(m, params, gated, specs, *args, phi=phi)
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="needs phi"):
+        lora.apply(m, params, gated, specs, *args)
+
+
+def test_cala_mixed_batch_equals_each_sample_alone_and_merged():
+    m, params, (x, t, ctx), kw = _unet()
+    adapters, specs = lora.init(jax.random.key(0), params, ALL)
+    adapters = _randomise(adapters, jax.random.key(1), gates=True)
+    phi = cala.normalise_phi(jnp.array([1 / 64, 6 / 64]), jnp.array([0.0, 20.0]), jnp.array([30e-9, 3e-6]))
+    run = jax.jit(lambda p, a, x, t, c, phi: lora.apply(m, p, a, specs, x, t, c, phi=phi))
+    merged_run = jax.jit(lambda p, a, x, t, c, phi: m.apply({"params": lora.merge(p, a, specs, phi=phi)}, x, t, c))
+    mixed = run(params, adapters, x, t, ctx, phi)
+    for i in range(2):
+        alone = run(params, adapters, x[i:i + 1], t[i:i + 1], ctx[i:i + 1], phi[i:i + 1])
+        _close(mixed[i:i + 1], alone)
+        _close(alone, merged_run(params, adapters, x[i:i + 1], t[i:i + 1], ctx[i:i + 1], phi[i]))
+    # the two conditions do give different outputs (the gates matter)
+    other = run(params, adapters, x, t, ctx, phi[::-1])
+    assert np.max(np.abs(np.asarray(other) - np.asarray(mixed))) > 1e-4
+
+
+def test_normalise_phi():
+    phi = cala.normalise_phi(jnp.array([1, 6]) / 64, jnp.array([0.0, 20.0]), jnp.array([30e-9, 3000e-9]))
+    np.testing.assert_allclose(phi, [[1 / 6, 0, 0], [1, 1, 1]], atol=1e-6)
+    assert cala.normalise_phi(2 / 64, 10.0, 300e-9).shape == (3,)
+    with pytest.raises(ValueError, match="delay_spread_s"):
+        cala.normalise_phi(2 / 64, 10.0, 0.0)
+    assert cala.gate_param_count(16) == 64
+
+
+def test_pure_function_jits_and_vmaps_over_adapter_sets():
+    m, params, args, kw = _clip_text()
+    adapters, specs = lora.init(jax.random.key(0), params, [(r".*/self_attn/(q|v)_proj/kernel", 4)])
+    sets = [_randomise(adapters, jax.random.key(s)) for s in (1, 2)]
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *sets)
+    f = lambda a: lora.apply(m, params, a, specs, *args)["pooler_output"]  # noqa: E731
+    batched = jax.jit(jax.vmap(f))(stacked)
+    for i, s in enumerate(sets):
+        _close(batched[i], f(s))
+    # frozen params are arguments: the jitted program holds no parameter constants
+    jaxpr = jax.make_jaxpr(lambda p, a: lora.apply(m, p, a, specs, *args))(params, adapters)
+    assert all(np.size(c) < 64 for c in jaxpr.consts)

@@ -1,0 +1,294 @@
+"""The JSCC codec (models/jscc.py), its composition with the link (ka/transmission.py) and the eq. 4
+objective (ka/objective.py, ka/codec_training.py). Tiny random models; the shipped edge VAE only
+encodes a handful of generic-corpus images for the training test."""
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from dekag_jax.channel import qam
+from dekag_jax.ka.codec_training import ConditionGrid, init_state, make_eval_fn, make_train_step
+from dekag_jax.ka.counts import SD_VAE_CONFIG, codec_param_counts
+from dekag_jax.ka.objective import LossWeights, eq4_loss, eq4_terms, perceptual_distance, vae_encoder_features
+from dekag_jax.ka.transmission import (LinkConfig, ReceiveFn, check_snr_db, condition_arrays, decode_latents,
+                                       delay_spread_index, rate_unit_array, transmit_latents,
+                                       transmit_latents_fixed_rate)
+from dekag_jax.models.jscc import (JSCCCodec, JSCCConfig, init_codec, num_symbols, pad_from_symbols, rate_units,
+                                   truncate_to_symbols)
+from dekag_jax.models.vae import AutoencoderKL, VAEConfig
+
+SMALL = JSCCConfig(block_out_channels=(16,), layers_per_block=1, norm_num_groups=4)
+VAE_CFG = VAEConfig(down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                    block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4, scaling_factor=0.5)
+
+
+@pytest.fixture(scope="module")
+def models():
+    codec, params = init_codec(SMALL, jax.random.key(0))
+    vae = AutoencoderKL(config=VAE_CFG)
+    vp = vae.init(jax.random.key(1), jnp.zeros((1, 16, 16, 3)), jax.random.key(2))["params"]
+    return codec, params, vae, vp
+
+
+def _z(b=6, seed=3):
+    return jax.random.normal(jax.random.key(seed), (b, 8, 8, 4))
+
+
+# ----------------------------------------------------------------------------- truncation, rates
+
+
+def test_truncation_gives_K_equal_X_tau_for_every_rate():
+    code = jax.random.normal(jax.random.key(0), (2, 8, 8, 12))
+    X = 64 * 64                                   # a tiny-world image: 8x8 latents, f = 8
+    slots = []
+    for n in range(1, 7):
+        tau = n / 64
+        s = truncate_to_symbols(code, f"{n}/64")
+        assert s.shape == (2, round(X * tau)) == (2, num_symbols((8, 8), f"{n}/64"))
+        assert s.dtype == jnp.complex64
+        # first n channels real, next n imaginary, (row, col, channel) order
+        np.testing.assert_array_equal(np.real(s).reshape(2, 8, 8, n), code[..., :n])
+        np.testing.assert_array_equal(np.imag(s).reshape(2, 8, 8, n), code[..., n:2 * n])
+        back = pad_from_symbols(s, (8, 8), 12)
+        np.testing.assert_array_equal(back[..., :2 * n], code[..., :2 * n])
+        assert not np.any(np.asarray(back[..., 2 * n:]))
+        slots.append(math.ceil(s.shape[-1] / 120))
+        # the paper's size: 64x64x4 latents of 512x512 images, K = 512^2 tau
+        assert num_symbols((64, 64), f"{n}/64") == 512 * 512 * n // 64
+    assert slots == [1, 2, 2, 3, 3, 4]            # OFDM slots of J = 120 in the tiny world
+
+
+@pytest.mark.parametrize("bad, msg", [("7/64", "not one of"), (0.5, "not one of"), (2, "did you mean 2/64"),
+                                      ("abc", "not a number"), (0, "not one of"), ("1/128", "not one of")])
+def test_bad_rate_is_one_clear_line(bad, msg):
+    with pytest.raises(ValueError, match=msg) as e:
+        rate_units(bad)
+    assert "\n" not in str(e.value)
+
+
+def test_rate_forms():
+    from fractions import Fraction
+    assert rate_units("3/64") == rate_units(Fraction(3, 64)) == rate_units(3 / 64) == 3
+    np.testing.assert_array_equal(rate_unit_array(["1/64", "6/64"], 2), [1, 6])
+    with pytest.raises(ValueError, match="2 rates given for a batch of 3"):
+        rate_unit_array(["1/64", "6/64"], 3)
+
+
+def test_bad_snr_and_delay_spread_are_clear():
+    with pytest.raises(ValueError, match="not finite"):
+        check_snr_db(float("nan"))
+    with pytest.raises(ValueError, match="linear ratio"):
+        check_snr_db(1e4)
+    with pytest.raises(ValueError, match="not a number of dB"):
+        check_snr_db("loud")
+    with pytest.raises(ValueError, match="did you mean 3000 ns"):
+        delay_spread_index(3000.0)
+    with pytest.raises(ValueError, match="not on the channel's grid"):
+        delay_spread_index(100e-9)
+    with pytest.raises(ValueError, match="finite and > 0"):
+        delay_spread_index(-300e-9)
+    with pytest.raises(ValueError, match="broadcast to the batch"):
+        condition_arrays(3, [0.0, 10.0], 300e-9)
+    snr, w = condition_arrays(3, [0.0, 10.0, 20.0], [30e-9, 300e-9, 3000e-9])
+    np.testing.assert_array_equal(w, [0, 1, 2])
+
+
+def test_bad_conditions_raise_before_tracing(models):
+    codec, params, vae, vp = models
+    fn = ReceiveFn(codec, vae)
+    for kw, msg in [(dict(rate="7/64", snr_db=10.0, delay_spread_s=300e-9), "rate"),
+                    (dict(rate="2/64", snr_db=float("inf"), delay_spread_s=300e-9), "SNR"),
+                    (dict(rate="2/64", snr_db=10.0, delay_spread_s=300.0), "delay spread")]:
+        with pytest.raises(ValueError, match=msg):
+            fn(params, vp, _z(2), jax.random.key(0), **kw)
+    assert fn._run._cache_size() == 0
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="exactly one entry"):
+        JSCCConfig(block_out_channels=(32, 64))
+    with pytest.raises(ValueError, match="divisible"):
+        JSCCConfig(block_out_channels=(30,), norm_num_groups=4)
+    with pytest.raises(ValueError, match="quantizer"):
+        LinkConfig(quantizer="round")
+
+
+# ----------------------------------------------------------------------------- the codec
+
+
+def test_codec_shapes_and_parameter_names(models):
+    codec, params, _, _ = models
+    z = _z(2)
+    code = codec.apply({"params": params}, z, method=JSCCCodec.encode)
+    assert code.shape == (2, 8, 8, 12)
+    assert codec.apply({"params": params}, code, method=JSCCCodec.reconstruct).shape == (2, 8, 8, 4)
+    assert set(params) == {"jscc_encoder", "latent_reconstructor"}
+    assert "to_q" in params["jscc_encoder"]["mid_block"]["attentions.0"]
+    assert "resnets.1" in params["latent_reconstructor"]["up_blocks.0"]
+    with pytest.raises(ValueError, match="expects latents"):
+        codec.apply({"params": params}, jnp.zeros((2, 8, 8, 3)), method=JSCCCodec.encode)
+
+
+def test_paper_size_parameter_count():
+    """The paper's ~50.5 M: f_JE + reconstructor (~1 M) + SD's VAE decoder (49.49 M)."""
+    c = codec_param_counts(JSCCConfig.paper(), SD_VAE_CONFIG, (64, 64))
+    assert c["latent_decoder"] == 49_490_199          # diffusers AutoencoderKL(SD) decoder + post_quant_conv
+    assert c["vae_total"] == 83_653_863
+    assert 0.9e6 < c["jscc_encoder"] + c["latent_reconstructor"] < 1.1e6
+    assert 50.3e6 < c["total"] < 50.7e6
+
+
+# ----------------------------------------------------------------------------- the chain
+
+
+def test_mixed_rate_layout_equals_per_rate_path(models):
+    """One compile for all rates gives what the literal K-symbol path gives, rate by rate."""
+    codec, params, _, _ = models
+    z = _z(6)
+    n = jnp.arange(1, 7)
+    for channel, snr in [("none", 10.0), ("ofdm", 160.0)]:
+        link = LinkConfig(channel=channel)
+        t = transmit_latents(codec, params, z, jax.random.key(5), rate_units=n, snr_db=snr, omega_index=1, link=link)
+        for i in range(6):
+            f = transmit_latents_fixed_rate(codec, params, z[i:i + 1], jax.random.key(5), rate=f"{i + 1}/64",
+                                            snr_db=snr, omega_index=1, link=link)
+            K = 64 * (i + 1)
+            assert int(t.mask[i].sum()) == K and bool(t.mask[i, :K].all())
+            np.testing.assert_allclose(t.sent[i, :K], f.sent[0], atol=1e-6)
+            np.testing.assert_allclose(t.z_check[i], f.z_check[0], atol=2e-4)
+
+
+def test_power_normalisation_and_qam(models):
+    codec, params, _, _ = models
+    z = _z(6) * 5.0
+    t = transmit_latents(codec, params, z, jax.random.key(0), rate_units=jnp.arange(1, 7), snr_db=10.0,
+                         omega_index=0)
+    p = np.sum(np.abs(np.asarray(t.symbols)) ** 2, axis=1) / np.asarray(t.mask).sum(1)
+    np.testing.assert_allclose(p, 1.0, rtol=1e-5)
+    assert not np.any(np.asarray(t.symbols)[~np.asarray(t.mask)])
+    sent = np.asarray(t.sent)[np.asarray(t.mask)]
+    pts = np.asarray(qam.constellation(64))
+    assert np.min(np.abs(sent[:, None] - pts[None]), axis=1).max() < 1e-6      # valid 64-QAM points
+
+
+def test_high_snr_chain_reproduces_pre_channel_path(models):
+    codec, params, vae, vp = models
+    z = _z(6)
+    n = jnp.arange(1, 7)
+    ref = transmit_latents(codec, params, z, jax.random.key(0), rate_units=n, snr_db=0.0, omega_index=0,
+                           link=LinkConfig(channel="none"))
+    for omega in (0, 2):
+        t = transmit_latents(codec, params, z, jax.random.key(1), rate_units=n, snr_db=150.0, omega_index=omega)
+        np.testing.assert_allclose(t.received, ref.sent, atol=1e-3)
+        np.testing.assert_allclose(t.z_check, ref.z_check, atol=1e-3)
+    low = transmit_latents(codec, params, z, jax.random.key(1), rate_units=n, snr_db=0.0, omega_index=2)
+    assert float(jnp.mean(jnp.abs(low.z_check - ref.z_check))) > 1e-3       # the channel does act
+
+
+def test_whole_chain_shapes_per_sample_conditions(models):
+    codec, params, vae, vp = models
+    fn = ReceiveFn(codec, vae)
+    zc, xc = fn(params, vp, _z(3), jax.random.key(0), rate=["2/64", "4/64", "6/64"], snr_db=[0.0, 10.0, 20.0],
+                delay_spread_s=[30e-9, 300e-9, 3000e-9])
+    assert zc.shape == (3, 8, 8, 4) and xc.shape == (3, 16, 16, 3)
+    assert float(xc.min()) >= 0.0 and float(xc.max()) <= 1.0
+    fn(params, vp, _z(3), jax.random.key(1), rate="1/64", snr_db=5.0, delay_spread_s=30e-9)
+    assert fn._run._cache_size() == 1                                          # one compile for all phi
+
+
+def _image_loss(codec, vae, vp, link):
+    def f(params, z, key):
+        t = transmit_latents(codec, params, z, key, rate_units=3, snr_db=10.0, omega_index=1, link=link)
+        x_check = decode_latents(vae, vp, t.z_check)
+        return jnp.mean((x_check - decode_latents(vae, vp, z)) ** 2)
+    return f
+
+
+def test_gradient_flows_through_quantiser_and_channel(models):
+    codec, params, vae, vp = models
+    z = _z(2)
+
+    def enc_norm(quantizer):
+        g = jax.grad(_image_loss(codec, vae, vp, LinkConfig(quantizer=quantizer)))(params, z, jax.random.key(0))
+        leaves = jax.tree_util.tree_leaves(g["jscc_encoder"])
+        assert all(np.all(np.isfinite(np.asarray(x))) for x in leaves)
+        return float(optax.global_norm(g["jscc_encoder"])), float(optax.global_norm(g["latent_reconstructor"]))
+
+    soft_enc, soft_rec = enc_norm("soft")
+    ste_enc, _ = enc_norm("ste")
+    none_enc, none_rec = enc_norm("none")
+    assert soft_enc > 1e-6 and ste_enc > 1e-6 and soft_rec > 1e-6
+    assert none_enc == 0.0 and none_rec > 1e-6     # a hard quantiser stops the encoder's gradient
+
+
+# ----------------------------------------------------------------------------- objective, training
+
+
+def test_perceptual_distance():
+    a = [jax.random.normal(jax.random.key(0), (2, 4, 4, 8))]
+    assert float(jnp.max(jnp.abs(perceptual_distance(a, a)))) < 1e-6
+    np.testing.assert_allclose(perceptual_distance(a, [3.0 * a[0]]), 0.0, atol=1e-6)   # scale invariant
+    d = perceptual_distance(a, [-a[0]])
+    np.testing.assert_allclose(d, 4.0, rtol=1e-5)
+
+
+def test_eq4_terms_vanish_at_the_ideal_and_weights_apply(models):
+    _, _, vae, vp = models
+    z = _z(2)
+    x = decode_latents(vae, vp, z)
+    feat = vae_encoder_features(vae)
+    pts = qam.constellation(64)[:10][None].repeat(2, 0)
+    terms = eq4_terms(z=z, z_check=z, x=x, x_check=x, symbols=pts, qam_order=64,
+                      features=lambda im: feat(vp, im))
+    for k, v in terms.items():
+        assert v.shape == (2,) and float(jnp.max(jnp.abs(v))) < 1e-6, k
+    z2 = z + 0.1
+    terms = eq4_terms(z=z, z_check=z2, x=x, x_check=decode_latents(vae, vp, z2), symbols=pts * 1.05, qam_order=64,
+                      features=lambda im: feat(vp, im))
+    w = LossWeights(latent=1.0, image=2.0, perceptual=0.5, constellation=3.0)
+    loss, m = eq4_loss(terms, w)
+    want = np.mean(terms["latent"] + 2 * terms["image"] + 0.5 * terms["perceptual"] + 3 * terms["constellation"])
+    np.testing.assert_allclose(loss, want, rtol=1e-6)
+    assert all(float(terms[k].min()) > 0 for k in terms)
+    with pytest.raises(ValueError, match="image"):
+        LossWeights(image=-1.0)
+
+
+@pytest.fixture(scope="module")
+def corpus_latents():
+    """A handful of generic-corpus images through the shipped edge VAE encoder (the tiny world's
+    D_JSCC): 8x8x4 latents."""
+    from dekag_jax.diffusion.generate import encode_images
+    from dekag_jax.world.corpus import generic_corpus
+    from dekag_jax.world.models import load_edge_pipeline
+
+    _, imgs = generic_corpus(8, seed=3)
+    pipe = load_edge_pipeline(components=("vae",))
+    return np.asarray(encode_images(pipe, jnp.asarray(imgs, jnp.float32) / 255.0))
+
+
+def test_short_training_lowers_eq4_loss(models, corpus_latents):
+    codec, params, vae, vp = models
+    z = jnp.asarray(corpus_latents)
+    x = decode_latents(vae, vp, z)
+    link = LinkConfig()
+    grid = ConditionGrid(rates=("2/64", "4/64", "6/64"), snrs_db=(5.0, 15.0), delay_spreads_s=(300e-9, 3000e-9))
+    opt = optax.adam(3e-3)
+    step = make_train_step(codec, vae, opt, link=link, weights=LossWeights(image=10.0), grid=grid,
+                           features=vae_encoder_features(vae))
+    evaluate = make_eval_fn(codec, vae, link=link)
+    n, snr, w = jnp.full((8,), 4), jnp.full((8,), 10.0), jnp.full((8,), 1)
+    psnr0 = float(jnp.mean(evaluate(params, vp, z, x, jax.random.key(9), n, snr, w)))
+    state = init_state(jax.tree_util.tree_map(jnp.copy, params), opt)
+    aux = {"vae": vp, "feat": vp}
+    losses = []
+    for i in range(30):
+        state, m = step(state, aux, z, x, jax.random.key(100 + i))
+        losses.append(float(m["loss"]))
+    assert int(state["step"]) == 30
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
+    psnr1 = float(jnp.mean(evaluate(state["params"], vp, z, x, jax.random.key(9), n, snr, w)))
+    assert psnr1 > psnr0 + 1.0, (psnr0, psnr1)
