@@ -152,6 +152,8 @@ def remove_if_empty(created: list) -> None:
     """Remove the directories of :func:`prepare_output_dir` that are still empty (innermost
     first), so a failed command leaves no empty output folder behind."""
     for d in reversed(created):
+        if not os.path.isdir(d):
+            continue
         try:
             os.rmdir(d)  # only succeeds if empty
         except OSError:

@@ -365,6 +365,8 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     fv, config = _parse_args(argv)
     created = prepare_output_dir(fv.out)
+    points = os.path.join(fv.out, "points")
+    new_points = [] if os.path.isdir(points) else [points]
 
     from dekag_jax import parallel, runtime
     try:
@@ -372,9 +374,8 @@ def main(argv=None):
         import jax
         t0 = time.time()
         res = run_sweep(config, fv.out, progress=fv.progress, max_points=fv.max_points)
-    except BaseException:
-        remove_if_empty([os.path.join(fv.out, "points")] if created else [])
-        remove_if_empty(created)
+    except BaseException:  # leave no empty folder behind (finished points stay: resumable)
+        remove_if_empty(created + new_points)  # innermost first; stops at the first non-empty
         raise
     if parallel.is_main_process():
         print(f"devices: {jax.device_count()} ({jax.devices()[0].platform}); computed "

@@ -208,6 +208,13 @@ def main(argv=None):
           f"omega={a.delay_spread_ns:g} ns) + AWGN ({a.snr_db:g} dB) + MMSE; "
           f"{a.batch} x K={a.K} = {nsym} symbols/call, complex64, {a.threads} thread(s), "
           f"jax {jax.__version__}")
+    import numpy as np
+    try:
+        import torch
+        tv = torch.__version__
+    except ImportError:
+        tv = "absent"
+    print(f"    numpy {np.__version__}, torch {tv}; devices {jax.devices()}")
     cpu = jax.devices("cpu")[0]
     prngs = [p.strip() for p in a.prng.split(",") if p.strip()]
     res = {}

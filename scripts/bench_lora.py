@@ -55,13 +55,18 @@ def parse(argv=None):
     p.add_argument("--impl", choices=["merge", "intercept", "both"], default="both",
                    help="how our step applies LoRA (see the module docstring)")
     p.add_argument("--iters", type=int, default=3, help="timed steps per side (median reported)")
-    p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--threads", type=int, default=os.cpu_count(),
+                   help="torch threads; 1 also makes XLA single-threaded. On a machine shared with other jobs "
+                        "use 1: torch's OpenMP threads slow down 10-20x when the cores are oversubscribed")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     return p.parse_args(argv)
 
 
 def main(argv=None):
     args = parse(argv)
+    if args.threads == 1:  # as bench_unet.py: both sides on one thread (set before JAX starts)
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                                   + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1").strip()
     import statistics
 
     import numpy as np
@@ -141,7 +146,7 @@ def main(argv=None):
     sched = stable_diffusion_schedule("epsilon")
     z0, eps = jnp.asarray(z0_np.transpose(0, 2, 3, 1)), jnp.asarray(eps_np.transpose(0, 2, 3, 1))
     ctx, tt = jnp.asarray(c_np), jnp.asarray(t_np.astype(np.int32))
-    ac = torch.from_numpy(np.asarray(sched.alphas_cumprod, np.float32))
+    ac = torch.from_numpy(np.array(sched.alphas_cumprod, np.float32))  # a writable copy
     z0_t, eps_t, c_t, t_t = (torch.from_numpy(a) for a in (z0_np, eps_np, c_np, t_np))
 
     def theirs():

@@ -273,6 +273,38 @@ def test_kohya_names_resolve_against_the_model_and_ambiguity_is_an_error(tmp_pat
         AF.load_lora(f, unet=shapes)
 
 
+def test_text_encoder_lora_both_key_generations_and_kohya(tmp_path):
+    """Text-encoder LoRA: our export reads back; keys with or without transformers 4's
+    ``text_model.`` (transformers 5 flattened CLIPTextModel) and kohya's ``lora_te_`` resolve."""
+    shapes = {f"text_model/encoder/layers.{i}/self_attn/{n}_proj/kernel": (16, 16) for i in range(2) for n in "qkvo"}
+    shapes["text_model/embeddings/token_embedding/embedding"] = (10, 16)
+    rng = np.random.default_rng(0)
+    ad = {p: {"lora_A": rng.normal(size=(16, 2)).astype(np.float32), "lora_B": rng.normal(size=(2, 16)).astype(np.float32)}
+          for p in shapes if "/q_proj/" in p or "/v_proj/" in p}
+    f = AF.save_lora(str(tmp_path / "ours.safetensors"), None, text_encoder_adapters=ad, text_encoder_alphas=1.0)
+    with safe_open(f, "np") as h:
+        assert all(k.startswith("text_encoder.text_model.encoder.layers.") for k in h.keys())
+        meta = json.loads(h.metadata()["lora_adapter_metadata"])
+    assert all(t.startswith("encoder.layers.") for t in meta["text_encoder.target_modules"])
+    back = AF.load_lora(f, text_encoder=shapes)["text_encoder"]
+    assert set(back.alpha.values()) == {1.0}
+    for p in ad:
+        np.testing.assert_array_equal(back.adapters[p]["lora_A"], ad[p]["lora_A"])
+        assert back.spec_fields(p) == (p, "dense", 2, 1.0)
+    p = "text_model/encoder/layers.1/self_attn/v_proj/kernel"
+    A, B = ad[p]["lora_A"].T.copy(), ad[p]["lora_B"].T.copy()
+    for keys in ({"text_encoder.encoder.layers.1.self_attn.v_proj.lora_A.weight": A,
+                  "text_encoder.encoder.layers.1.self_attn.v_proj.lora_B.weight": B},
+                 {"lora_te_text_model_encoder_layers_1_self_attn_v_proj.lora_down.weight": A,
+                  "lora_te_text_model_encoder_layers_1_self_attn_v_proj.lora_up.weight": B,
+                  "lora_te_text_model_encoder_layers_1_self_attn_v_proj.alpha": np.asarray(4.0, np.float32)}):
+        save_file(keys, str(tmp_path / "x.safetensors"))
+        got = AF.load_lora(str(tmp_path / "x.safetensors"), text_encoder=shapes)["text_encoder"]
+        assert list(got.adapters) == [p]
+        np.testing.assert_array_equal(got.adapters[p]["lora_B"], ad[p]["lora_B"])
+        assert got.scale(p) == (2.0 if "lora_te_text_model_encoder_layers_1_self_attn_v_proj.alpha" in keys else 1.0)
+
+
 # ----------------------------------------------------------------------------- the metaword
 
 def test_textual_inversion_files(tmp_path):

@@ -20,8 +20,9 @@ pytest.importorskip("peft")  # diffusers' load_lora_weights needs it
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from dekag_jax.adapt import lora  # noqa: E402
-from dekag_jax.diffusion.generate import text_to_latents  # noqa: E402
+from dekag_jax.adapt import lora, metaword  # noqa: E402
+from dekag_jax.diffusion.generate import encode_prompt, text_to_latents  # noqa: E402
+from dekag_jax.models.tokenizer import tokenize  # noqa: E402
 from dekag_jax.weights import adapters as AF  # noqa: E402
 from dekag_jax.world import models  # noqa: E402
 from dekag_jax.world.subjects import target_subjects  # noqa: E402
@@ -53,13 +54,20 @@ def test_our_files_in_diffusers_pipeline_give_our_latents(tmp_path):
 
     # ours: merged weights, the metaword as a new token row (what load_textual_inversion does)
     tok = copy.deepcopy(ours.tokenizer)
-    te, tp, ids = AF.add_token_embeddings(tok, ours.text_encoder, lora.merge(ours.text_params, t_ad, t_specs),
-                                          TOKEN, mu)
+    text_params = lora.merge(ours.text_params, t_ad, t_specs)
+    te, tp, ids = AF.add_token_embeddings(tok, ours.text_encoder, text_params, TOKEN, mu)
     assert len(ids) == 1 and ids[0] == table.shape[0]
     adapted = dataclasses.replace(ours, unet_params=lora.merge(ours.unet_params, u_ad, u_specs), text_encoder=te,
                                   text_params=tp, tokenizer=tok, _jit_cache={})
     subs = target_subjects()
     prompts = [f"{TOKEN} {subs[0].prompt}", f"{TOKEN} {subs[17].prompt}"]  # "μ a Shiba plush toy" (eq. 8)
+    # The token route equals adapt.metaword's route (mu spliced after BOS through inputs_embeds,
+    # the prompt tokenised without the token), which is what MAKD trains.
+    c_token = np.asarray(encode_prompt(te, tp, tokenize(tok, prompts)))
+    c_splice = np.asarray(metaword.encode_prompt(
+        ours.text_encoder, text_params, tokenize(ours.tokenizer, [subs[0].prompt, subs[17].prompt]),
+        jnp.asarray(mu), eos_id=ours.tokenizer.eos_token_id)["last_hidden_state"])
+    np.testing.assert_allclose(c_splice, c_token, atol=1e-5 * np.abs(c_token).max(), rtol=0)
     ss = ours.unet.config.sample_size
     z_T = jax.random.normal(jax.random.key(3), (2, ss, ss, ours.unet.config.in_channels), jnp.float32)
     z_ours = np.asarray(text_to_latents(adapted, prompts, jax.random.key(0), num_steps=STEPS,
@@ -80,6 +88,7 @@ def test_our_files_in_diffusers_pipeline_give_our_latents(tmp_path):
     scale = float(np.abs(z_ref).max())
     assert scale > 0.1
     rel = float(np.abs(z_ours - z_ref).max()) / scale
+    print(f"max |ours - diffusers| / max |diffusers| = {rel:.1e} (latents up to {scale:.2f})")
     assert rel <= 1e-4, rel
     # every part matters (so the 1e-4 above is a real check): without the LoRA, or without the
     # metaword, diffusers' latents are far from these

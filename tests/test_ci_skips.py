@@ -3,12 +3,14 @@
 Runs pytest in a subprocess on tiny test files next to a copy of our conftest: with CI=1 a
 module that needs a non-existent package must fail (both through ``pytest.importorskip`` at
 import time and through a plain skip whose reason names a missing module); without CI the same
-files skip; an allow-listed module and an ordinary skip stay skips under CI.
+files skip; an ordinary skip, and an allow-listed module, stay skips under CI.
 """
 import os
 import shutil
 import subprocess
 import sys
+
+import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -24,9 +26,6 @@ FILES = {
         "import pytest\n"
         "def test_c():\n    pytest.skip('one activation suffices for the dtype path')\n"
         "def test_d():\n    pass\n"),
-    "test_allowed.py": (
-        "import pytest\n"
-        "def test_e():\n    pytest.importorskip('dekag_jax.models.jscc')\n"),
 }
 
 
@@ -45,21 +44,27 @@ def test_missing_extra_is_an_error_under_ci(tmp_path):
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     for name, text in FILES.items():
         (tmp_path / name).write_text(text)
-    try:
-        import dekag_jax.models.jscc  # noqa: F401
-        jscc_exists = True
-    except ImportError:
-        jscc_exists = False
-
     rc, out = _run(tmp_path, ci=False)
     assert rc == 0, out[-3000:]
-    assert f"{1 + jscc_exists} passed, {3 - jscc_exists} skipped" in out, out[-3000:]
+    assert "1 passed, 3 skipped" in out, out[-3000:]
 
     rc, out = _run(tmp_path, ci=True)
     assert rc != 0, out[-3000:]
     assert "ERROR test_needs_missing.py" in out and "FAILED test_skip_missing.py::test_b" in out, out[-3000:]
     assert "CI: test dependency 'dekag_no_such_module_xyz' is missing" in out, out[-3000:]
-    # An ordinary skip, and (while the codec does not exist) an allow-listed module, stay skips.
+    # An ordinary skip stays a skip.
     assert "PASSED test_ordinary.py::test_d" in out and "SKIPPED [1] test_ordinary.py" in out, out[-3000:]
-    if not jscc_exists:
-        assert "SKIPPED [1] test_allowed.py" in out, out[-3000:]
+
+
+def test_allow_listed_module_stays_a_skip_under_ci(monkeypatch):
+    import conftest
+
+    monkeypatch.setenv("CI", "true")
+    monkeypatch.setitem(conftest.ALLOWED_MISSING, "dekag_fake_allowed_xyz", "test")
+    with pytest.raises(pytest.skip.Exception):
+        pytest.importorskip("dekag_fake_allowed_xyz")
+    with pytest.raises(pytest.fail.Exception, match="CI: test dependency"):
+        pytest.importorskip("dekag_no_such_module_xyz")
+    monkeypatch.setenv("CI", "false")
+    with pytest.raises(pytest.skip.Exception):
+        pytest.importorskip("dekag_no_such_module_xyz")

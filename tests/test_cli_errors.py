@@ -120,3 +120,19 @@ def test_sweep_help_and_exit_status_in_a_subprocess(tmp_path):
     assert p.returncode == 2 and p.stderr.strip().splitlines() == [
         "error: argument --delay-spread: delay spread 3000 s is implausible (more than 100 us); "
         "did you mean 3000ns?"]
+
+
+def test_failed_run_leaves_no_empty_output_folder(tmp_path, capsys, monkeypatch):
+    from dekag_jax import runtime, sweep
+    from dekag_jax.world import picture
+
+    def boom(*a, **k):
+        raise RuntimeError("boom")
+    monkeypatch.setattr(runtime, "setup", lambda *a, **k: None)
+    monkeypatch.setattr(sweep, "run_sweep", boom)
+    monkeypatch.setattr(picture, "write_pictures", boom)
+    out = tmp_path / "a" / "b"
+    assert cli_main(sweep.main, ["--config", SMOKE, "--out", str(out)]) == 1
+    assert cli_main(picture.main, ["--out", str(out)]) == 1
+    assert not (tmp_path / "a").exists()
+    assert capsys.readouterr().err.count("error: RuntimeError: boom") == 2

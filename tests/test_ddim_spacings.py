@@ -22,13 +22,14 @@ BASE = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
             num_train_timesteps=1000, clip_sample=False)
 
 # (spacing, n, steps_offset, prev timestep of the last update)
+_slow = pytest.mark.slow  # more of the same; each case costs a compile
 CASES = [
     ("leading", 3, 333, 0),     # timesteps 999, 666, 333
-    ("leading", 7, 142, 0),     # 994 ... 142
+    pytest.param("leading", 7, 142, 0, marks=_slow),     # 994 ... 142
     ("trailing", 6, 0, 0),      # round(1000/6) - 1 = 166 = 1000 // 6
-    ("trailing", 11, 0, 0),     # 90 = 1000 // 11
+    pytest.param("trailing", 11, 0, 0, marks=_slow),     # 90 = 1000 // 11
     ("linspace", 4, 0, -250),   # last update at t = 0
-    ("linspace", 10, 0, -100),
+    pytest.param("linspace", 10, 0, -100, marks=_slow),
 ]
 
 

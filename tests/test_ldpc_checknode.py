@@ -142,6 +142,38 @@ def test_two_iterations_match_edge_by_edge_decoder(schedule, rule, kw):
     _check_iterations(schedule, rule, kw, (2,))
 
 
+def test_layered_default_layers_are_the_greedy_row_partition():
+    """A code that is not quasi-cyclic gets layers greedily, rows in order, each row joining the
+    first layer it shares no variable with: for the small code, by hand, [[0, 5], [1], [2],
+    [3, 4]] (row 5 = {2, 4, 9} fits layer 0 = {0, 1, 3, 6}; row 4 only fits row 3's layer)."""
+    h = _small_code()
+    rng = np.random.default_rng(2)
+    llr = rng.normal(0, 2.5, (8, h.shape[1])).astype(np.float32)
+    dec = LDPCDecoder(from_dense(h, name="small"), cn_update="minsum", schedule="layered",
+                      num_iter=2, early_stop=False)
+    ref = np.stack([_decode_ref(h, l, "minsum", "layered", 2, [[0, 5], [1], [2], [3, 4]], 1.0, 0.0)
+                    for l in llr])
+    np.testing.assert_allclose(np.asarray(dec(llr).llr), ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("schedule", ["flooding", "layered"])
+def test_empty_and_degree_one_check_rows(schedule):
+    """An all-zero row checks nothing (same result as without it); a degree-1 row says its
+    variable is 0 with certainty, whatever the channel says."""
+    h = _small_code()
+    rng = np.random.default_rng(4)
+    llr = rng.normal(0, 2.5, (8, h.shape[1])).astype(np.float32)
+    llr[:, 11] = -6.0                      # the channel says bit 11 is 1
+    kw = dict(cn_update="minsum", schedule=schedule, num_iter=3, early_stop=False)
+    base = np.asarray(LDPCDecoder(from_dense(h, name="small"), **kw)(llr).llr)
+    h0 = np.vstack([h, np.zeros((1, h.shape[1]), np.uint8)])
+    with_zero = np.asarray(LDPCDecoder(from_dense(h0, name="zero-row"), **kw)(llr).llr)
+    np.testing.assert_allclose(with_zero, base, rtol=1e-6, atol=1e-6)
+    h1 = np.vstack([h, np.eye(1, h.shape[1], 11, dtype=np.uint8)])
+    res = LDPCDecoder(from_dense(h1, name="degree-1 row"), **kw)(llr)
+    assert np.all(np.asarray(res.bits)[:, 11] == 0) and np.all(np.asarray(res.llr)[:, 11] > 6.0)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("schedule", ["flooding", "layered"])
 @pytest.mark.parametrize("rule,kw", _RULES)

@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from dekag_jax.adapt import cala
-from dekag_jax.adapt.rules import Rule, as_rule, match_paths, params_dict, tree_paths
+from dekag_jax.adapt.rules import Rule, as_rule, match_paths, tree_paths
 from dekag_jax.weights.convert import SEP, unflatten
 
 __all__ = ["LoraSpec", "make_specs", "init", "delta", "merge", "unmerge", "apply", "attach",
@@ -96,13 +96,16 @@ def lora_param_count(kernel_shape: Sequence[int], rank: int) -> int:
     return sum(math.prod(s) for s in adapter_shapes(kernel_shape, rank).values())
 
 
-def make_specs(params: Mapping[str, Any], rules: Sequence[Rule | tuple]) -> dict[str, LoraSpec]:
+def make_specs(params: Mapping[str, Any], rules: Sequence[Rule | tuple], *,
+               clamp_rank: bool = False) -> dict[str, LoraSpec]:
     """``{path: LoraSpec}`` for every kernel some rule matches (full match, first rule wins).
 
     Only ``.../kernel`` leaves of rank 2 (Dense) or 4 (Conv) are candidates. One ValueError lists
     every problem: a rule that matches no kernel (naming the rule), and every kernel whose
     rule's rank exceeds min(in, out) (conv: min(kh·kw·in, out)). ``params`` may hold arrays or
-    ``jax.ShapeDtypeStruct`` (from ``jax.eval_shape``).
+    ``jax.ShapeDtypeStruct`` (from ``jax.eval_shape``). ``clamp_rank=True`` instead lowers such a
+    kernel's rank to its maximum (alpha scaled along, keeping alpha/rank), e.g. SD's ``conv_out``
+    (3x3, 320 -> 4 channels) under a blanket rank-8 rule.
     """
     rules = [as_rule(r) for r in rules]
     if not rules:
@@ -120,10 +123,13 @@ def make_specs(params: Mapping[str, Any], rules: Sequence[Rule | tuple]) -> dict
     specs: dict[str, LoraSpec] = {}
     for path, i in hits.items():
         r, shape = rules[i], kernels[path]
-        if r.rank > _max_rank(shape):
-            errors.append(f"rule {r.pattern!r}: rank {r.rank} > {_max_rank(shape)} for {path} {shape}")
-            continue
-        specs[path] = LoraSpec(path, _kind(shape), r.rank, float(r.alpha) if r.alpha is not None else float(r.rank))
+        rank, alpha = r.rank, float(r.alpha) if r.alpha is not None else float(r.rank)
+        if rank > _max_rank(shape):
+            if not clamp_rank:
+                errors.append(f"rule {r.pattern!r}: rank {r.rank} > {_max_rank(shape)} for {path} {shape}")
+                continue
+            rank, alpha = _max_rank(shape), alpha * _max_rank(shape) / rank
+        specs[path] = LoraSpec(path, _kind(shape), rank, alpha)
     if errors:
         raise ValueError("; ".join(errors))
     return specs

@@ -84,6 +84,12 @@ class ImportedLora:
     def scale(self, path: str) -> float:
         return self.alpha[path] / self.rank[path]
 
+    def spec_fields(self, path: str) -> tuple[str, str, int, float]:
+        """``(path, kind, rank, alpha)``: the fields of ``dekag_jax.adapt.lora.LoraSpec``, so that
+        ``{p: LoraSpec(*imp.spec_fields(p)) for p in imp.adapters}`` feeds ``lora.merge``/``apply``."""
+        kind = "dense" if self.adapters[path]["lora_A"].ndim == 2 else "conv"
+        return path, kind, self.rank[path], self.alpha[path]
+
 
 # ----------------------------------------------------------------------------- naming
 
@@ -368,7 +374,6 @@ def load_lora(file: str, *, unet: Any = None, text_encoder: Any = None,
     shapes = {c: _kernel_shapes(m, c) for c, m in models.items()}
     kohya = {c: _kohya_index(s) for c, s in shapes.items()}
     state, file_meta = _read_file(file)
-    meta = None
     if file_meta.get(LORA_ADAPTER_METADATA_KEY):
         meta = json.loads(file_meta[LORA_ADAPTER_METADATA_KEY])
     else:
@@ -376,6 +381,7 @@ def load_lora(file: str, *, unet: Any = None, text_encoder: Any = None,
 
     unmatched: list[str] = []
     problems: list[str] = []
+    not_given: dict[str, list[str]] = collections.defaultdict(list)  # component -> its keys
     found: dict[tuple[str, str], dict[str, Any]] = collections.defaultdict(dict)  # (comp, path) -> parts
     styles: dict[str, set] = collections.defaultdict(set)
     for key in state:
@@ -393,8 +399,11 @@ def load_lora(file: str, *, unet: Any = None, text_encoder: Any = None,
                     break
         if comp is None and len(models) == 1 and not k.startswith(("lora_", "text_encoder_2.")):
             comp = next(iter(models))
-        if comp is None or comp not in models:
+        if comp is None:
             unmatched.append(key)
+            continue
+        if comp not in models:
+            not_given[comp].append(key)
             continue
         if not kohya_key:
             for pat, repl in _OLD_UNET if comp == "unet" else _OLD_TE:
@@ -406,9 +415,11 @@ def load_lora(file: str, *, unet: Any = None, text_encoder: Any = None,
         mod, role, style = split
         if kohya_key:
             hits = kohya[comp].get(mod, [])
-            if len(hits) != 1:
-                (unmatched if not hits else problems).append(
-                    key if not hits else f"{key}: ambiguous, matches {hits}")
+            if not hits:
+                unmatched.append(key)
+                continue
+            if len(hits) > 1:
+                problems.append(f"{key}: ambiguous, matches {hits}")
                 continue
             path, style = hits[0], style or "kohya"
         else:
@@ -459,6 +470,8 @@ def load_lora(file: str, *, unet: Any = None, text_encoder: Any = None,
     for comp, ent in out.items():
         ent.format = "+".join(sorted(styles[comp])) or "peft"
 
+    for comp, keys in not_given.items():
+        problems.insert(0, f"{len(keys)} {comp} keys (e.g. {keys[0]}) but no {comp} params were given")
     if unmatched or problems:
         lines = [f"{os.fspath(file)}: LoRA file does not match the model(s) {sorted(models)}."]
         if unmatched:

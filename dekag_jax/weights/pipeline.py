@@ -10,7 +10,9 @@ A pipeline directory (what ``StableDiffusionPipeline.save_pretrained`` writes)::
     scheduler/     scheduler_config.json
 
 :func:`load_pipeline` also takes a Hugging Face repo id (``"stabilityai/stable-diffusion-2-1"``),
-resolved in the *local* Hugging Face cache only: dekag_jax never downloads.
+resolved in the *local* Hugging Face cache only: dekag_jax never downloads, and a single
+``.safetensors`` file in the original Stable Diffusion layout (weights/single_file.py). Component
+weights may be sharded and/or a variant, as diffusers and transformers write them (weights/files.py).
 
 Only safetensors are read (``.bin`` / pickle files are refused: unpickling runs code). Memory:
 each component streams its tensors one at a time (files.LazyStateDict -> convert -> jax), so

@@ -12,9 +12,12 @@ Measurements (all deterministic, all on images at the world's size, uint8 or flo
 * :func:`consistency`: eq. 5's DINO-score + CLIP-score between two image sets, per subject
   (mean over all cross pairs of the same subject), averaged over subjects.
 * :func:`measure_all`: all of the above as one dict (``python -m dekag_jax.world.gates``).
+* ``check_*``: the quality gates as functions of images returning a :class:`Gate` (value,
+  threshold, pass/fail), thresholds set from measurements (see the constants).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -30,7 +33,8 @@ from dekag_jax.world.splits import cloud_samples, split_seeds
 from dekag_jax.world.subjects import target_subjects
 
 __all__ = ["vae_psnr", "heldout_images", "edge_samples", "judge_features", "text_features", "prompt_top1",
-           "subject_separation", "consistency", "measure_all"]
+           "subject_separation", "consistency", "measure_all", "Gate", "check_vae_psnr", "check_prompt_top1",
+           "check_subject_separation", "check_alignment_gap"]
 
 HELDOUT_SEED = 20261122  # disjoint from every stream scripts/pretrain_*.py draws from
 
@@ -150,6 +154,102 @@ def consistency(feats_a: tuple[np.ndarray, np.ndarray], labels_a, feats_b: tuple
 
     res = eq5({"dino": feats_a[0], "clip": feats_a[1]}, labels_a, {"dino": feats_b[0], "clip": feats_b[1]}, labels_b)
     return {k: res[k]["mean"] for k in ("dino", "clip", "total")}
+
+
+# ----------------------------------------------------------------------------- gates
+# Each gate is a function of IMAGES returning a Gate (value, threshold, passed), so that the
+# gate itself can be shown to fail (tests/test_world_gates.py feeds it uniform noise, all-grey
+# images and the wrong subject's images). Thresholds come from measurements on the shipped
+# models at the test settings (1 sample per subject, 20 DDIM steps, guidance 5, 32 PSNR images;
+# 2-core CPU, 2026-11-30), with the margins stated; the garbage values are the largest of noise,
+# grey and wrong-subject inputs, measured the same day.
+
+#: PSNR (dB) of VAE reconstructions. Measured edge 20.95 / cloud 18.36; garbage <= 10.9.
+VAE_PSNR_MIN = {"edge": 19.5, "cloud": 17.0}
+#: CLIP top-1 among the 30 target prompts. Measured edge 0.833 (25/30) / cloud 1.0; garbage
+#: <= 0.033 (chance 1/30). Edge bound 0.6 = 18x chance, 7 samples below the measured value.
+PROMPT_TOP1_MIN = {"edge": 0.6, "cloud": 0.9}
+#: Same-subject minus different-subject mean cosine on the cloud test images. Measured DINO
+#: 0.720, CLIP 0.912; garbage <= 0.028 (a random-init judge gives DINO 0.48, CLIP 0.31).
+SEPARATION_MIN = {"dino": 0.65, "clip": 0.7}
+#: Alignment gap: eq. 5 total of cloud-vs-cloud minus edge-vs-cloud. Measured 0.593 (1.859 vs
+#: 1.266). A gap alone is met by ANY bad edge sample (noise gives a larger gap), so the gate
+#: also requires the edge samples to be of their subject: ...
+GAP_MIN = 0.45
+#: ... own-subject minus other-subject eq. 5 total of the edge samples against the cloud test
+#: images. Measured 1.140 (1.266 vs 0.126); garbage <= 0.032 (noise 0.258 vs 0.226, grey
+#: 0.244 vs 0.244, wrong subject 0.141 vs 0.165). Bound 0.6: about half the measured value.
+OWN_SUBJECT_MARGIN_MIN = 0.6
+
+
+@dataclasses.dataclass(frozen=True)
+class Gate:
+    """One quality gate's outcome: ``passed`` iff ``value`` clears ``threshold`` (and every
+    further condition in ``detail`` named ``*_ok``)."""
+
+    name: str
+    value: float
+    threshold: float
+    passed: bool
+    detail: dict = dataclasses.field(default_factory=dict)
+
+
+def check_vae_psnr(originals, reconstructions, world: str) -> Gate:
+    """VAE gate: mean PSNR of ``reconstructions`` against ``originals`` (uint8/[0, 1]
+    ``[N, H, W, 3]``), threshold per ``world`` ("edge" | "cloud")."""
+    from dekag_jax.metrics import psnr
+
+    v = float(jnp.mean(psnr(_as01(reconstructions), _as01(originals))))
+    t = VAE_PSNR_MIN[world]
+    return Gate(f"vae_psnr_{world}", v, t, v > t)
+
+
+def check_prompt_top1(judges, images, labels, world: str, subjects=None) -> Gate:
+    """Prompt gate: CLIP top-1 of ``images`` (labels index ``subjects``, default the 30 targets)
+    among the subjects' prompts."""
+    subjects = list(subjects or target_subjects())
+    pf = text_features(judges, [s.prompt for s in subjects])
+    v = prompt_top1(judge_features(judges, images)[1], labels, pf)
+    t = PROMPT_TOP1_MIN[world]
+    return Gate(f"prompt_top1_{world}", v, t, v >= t)
+
+
+def check_subject_separation(judges, images, labels, judge: str) -> Gate:
+    """Judge gate: same-subject minus different-subject mean cosine of ``judge``'s features
+    ("dino" | "clip"). Invariant under a consistent relabelling of subjects, as it should be."""
+    f = judge_features(judges, images)[{"dino": 0, "clip": 1}[judge]]
+    same, diff = subject_separation(f, labels)
+    t = SEPARATION_MIN[judge]
+    return Gate(f"separation_{judge}", same - diff, t, same - diff > t,
+                {"same": same, "different": diff})
+
+
+def check_alignment_gap(judges, edge_images, edge_labels, cloud_test, cloud_test_labels,
+                        cloud_train, cloud_train_labels) -> Gate:
+    """Alignment-gap gate (eq. 5): value = cloud-vs-cloud minus edge-vs-cloud total; passes iff
+    the gap exceeds ``GAP_MIN`` AND the edge samples are of their subject: their total against
+    the cloud test images of their own subject exceeds the mean against the other subjects'
+    images by ``OWN_SUBJECT_MARGIN_MIN`` (else noise, grey or wrong-subject samples would
+    "have a gap")."""
+    f_e, f_ct = judge_features(judges, edge_images), judge_features(judges, cloud_test)
+    f_cr = judge_features(judges, cloud_train)
+    lab_e, lab_ct = np.asarray(edge_labels), np.asarray(cloud_test_labels)
+    ec = consistency(f_e, lab_e, f_ct, lab_ct)
+    cc = consistency(f_cr, cloud_train_labels, f_ct, lab_ct)
+    # Other-subject mean: relabel the cloud images by every non-zero shift of the subject
+    # index (each shift pairs every subject with a different one; their mean covers all).
+    subj = np.unique(lab_ct)
+    pos = {s: i for i, s in enumerate(subj)}
+    idx = np.array([pos[s] for s in lab_ct])
+    other = float(np.mean([consistency(f_e, lab_e, f_ct, subj[(idx + r) % len(subj)])["total"]
+                           for r in range(1, len(subj))]))
+    gap = cc["total"] - ec["total"]
+    margin = ec["total"] - other
+    detail = {"edge_vs_cloud": ec, "cloud_vs_cloud": cc, "edge_vs_other_subjects": other,
+              "own_subject_margin": margin, "gap_ok": gap > GAP_MIN,
+              "own_subject_ok": margin > OWN_SUBJECT_MARGIN_MIN}
+    return Gate("alignment_gap", gap, GAP_MIN, bool(detail["gap_ok"] and detail["own_subject_ok"]),
+                detail)
 
 
 def measure_all(pipe=None, judges=None, *, n_per_subject: int = 2, num_steps: int = 25,
