@@ -13,9 +13,10 @@
 #   3. ldpc.*       scripts/bench_ldpc.py: 5G NR k=972 n=1944 min-sum flooding 20 it., 32768
 #                   codewords, ours vs Sionna 2.2 on the same GPU (Gbit/s, ratio)
 #   4. unet.*       scripts/bench_unet.py --config sd21: bf16, batch 8, 64x64 latents, 77 tokens,
-#                   ours (attention "auto" = fused jax.nn.dot_product_attention) vs diffusers (SDPA):
-#                   forward and the train step (grads of the attention projections), measured
-#                   bf16 matmul peak, model FLOPs from the jaxpr count, MFU. --quick: forward only.
+#                   ours (attention "auto" = jax.nn.dot_product_attention) vs diffusers (SDPA):
+#                   forward and eq. 9's LoRA step (rank 8, default MAKD targets; diffusers + PEFT,
+#                   which the machine has), measured bf16 matmul peak, model FLOPs from the jaxpr
+#                   count, MFU. --quick: forward only.
 #   5. unet_chunked.*  (not with --quick) the same forward with attention "chunked", ours only.
 # Everything lands in $OUT (the device tool returns at most 8 files: env.log, channel.log,
 # ldpc.log, unet.log, unet_chunked.log, and the JSON results merged into summary.json, and
@@ -83,7 +84,7 @@ if [ "$MODE" = smoke ]; then
   step ldpc 300 $PY scripts/bench_ldpc.py --gpu-only --accel cpu --gpu-batch 32 --sionna-gpu-batch 8 --reps 1 \
     --json "$OUT/ldpc.json"
   step unet 400 $PY scripts/bench_unet.py --config tiny --latent 16 --tokens 8 --device cpu --dtype bfloat16 \
-    --batch 2 --iters 1 --peak-n 256 --json "$OUT/unet.json"
+    --batch 2 --iters 1 --peak-n 256 --lora 4 --json "$OUT/unet.json"
   step unet_chunked 200 $PY scripts/bench_unet.py --config tiny --latent 16 --tokens 8 --device cpu \
     --dtype bfloat16 --batch 2 --iters 1 --peak-n 256 --attention chunked --no-torch --no-train \
     --json "$OUT/unet_chunked.json"
@@ -95,7 +96,7 @@ else
   if [ "$MODE" = quick ]; then
     step unet 200 $PY scripts/bench_unet.py --config sd21 --device gpu --no-train --iters 10 --json "$OUT/unet.json"
   else
-    step unet 270 $PY scripts/bench_unet.py --config sd21 --device gpu --iters 10 --json "$OUT/unet.json"
+    step unet 270 $PY scripts/bench_unet.py --config sd21 --device gpu --iters 10 --lora 8 --json "$OUT/unet.json"
     step unet_chunked 100 $PY scripts/bench_unet.py --config sd21 --device gpu --iters 10 --attention chunked \
       --no-torch --no-train --json "$OUT/unet_chunked.json"
   fi
@@ -121,7 +122,8 @@ if u:
     for what, goal in (("forward", 0.6), ("train", 0.7)):
         if f"{what}_ours_s" in u:
             r = u.get(f"{what}_ratio")
-            rows.append((f"UNet {u['config']} {what}, {u['dtype']}, batch {u['batch']}, attention {u['attention']}",
+            label = f"LoRA r={u['lora']} train step" if what == "train" and u.get("lora") else what
+            rows.append((f"UNet {u['config']} {label}, {u['dtype']}, batch {u['batch']}, attention {u['attention']}",
                          f"{u[f'{what}_ours_s'] * 1e3:.1f} ms, MFU {u[f'{what}_mfu_ours']:.1%}",
                          f"{u[f'{what}_peer_s'] * 1e3:.1f} ms (MFU {u[f'{what}_mfu_peer']:.1%})" if r else "-",
                          f"{r:.3f} (goal <= {goal})" if r else "-"))

@@ -92,13 +92,26 @@ def test_metaword_init_reads_variance_literally():
         metaword.init_metaword(jax.random.key(0), 8, init="xavier")
 
 
-@pytest.mark.parametrize("n_tokens", [1, 2])
-def test_splice_equals_textual_inversion_with_the_world_tokenizer(n_tokens):
+def _sd1_style_tokenizer(tmp_path):
+    """A byte-level CLIP BPE with SD1's padding by <|endoftext|> (pad == EOS)."""
+    from dekag_jax.models.tokenizer import load_tokenizer
+    from test_pipeline import write_tiny_tokenizer
+    write_tiny_tokenizer(str(tmp_path / "tok"), pad_token="<|endoftext|>")
+    return load_tokenizer(str(tmp_path / "tok"))
+
+
+PROMPTS = {"world": ["a red creature with stripes", "a tall blue building with a door and windows in a field"],
+           "sd1_style": ["the cat", "a dog and the cat on a hat"]}
+
+
+@pytest.mark.parametrize("which,n_tokens", [("world", 1), ("world", 2), ("sd1_style", 1)])
+def test_splice_equals_textual_inversion(which, n_tokens, tmp_path):
     """Our splice (prompt tokenised without mu) == the token added to the tokenizer and its
     embedding appended to the table (what diffusers' load_textual_inversion does), including the
-    EOS-pooled output and truncation of a prompt that fills the sequence."""
+    EOS-pooled output and truncation of a prompt that fills the sequence; for the tiny world's
+    tokenizer (pad "!") and an SD1-style CLIP tokenizer (pad = EOS)."""
     from dekag_jax.models.tokenizer import add_token, tokenize
-    tok = _world_tokenizer()
+    tok = _world_tokenizer() if which == "world" else _sd1_style_tokenizer(tmp_path)
     eos = tok.eos_token_id
     vocab = len(tok)
     names = [metaword.DEFAULT_TOKEN] + [f"{metaword.DEFAULT_TOKEN}_{i}" for i in range(1, n_tokens)]
@@ -107,7 +120,7 @@ def test_splice_equals_textual_inversion_with_the_world_tokenizer(n_tokens):
     m, params = _text_model(vocab=vocab + n_tokens, eos=eos)
     table = params["text_model"]["embeddings"]["token_embedding"]["embedding"]
     mu = table[vocab:vocab + n_tokens]  # the learned rows
-    prompts = ["a red creature with stripes", "a tall blue building with a door and windows in a field"]
+    prompts = PROMPTS[which]
     plain = tokenize(tok, prompts, max_length=12)
     assert eos not in plain[1, :-1] and plain[1, -1] == eos  # the second prompt is truncated
     ids, emb = metaword.splice(plain, mu, table[:vocab], eos_id=eos)

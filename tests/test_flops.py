@@ -6,14 +6,13 @@ from __future__ import annotations
 import re
 import types
 
-import numpy as np
 import pytest
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-from jax import lax  # noqa: E402
+import jax
+import jax.numpy as jnp
+from jax import lax
 
-from dekag_jax import perf  # noqa: E402
+from dekag_jax import perf
 
 # XLA:CPU expands these "transcendentals" into arithmetic that its "flops" then include (measured
 # on jax 0.10: logistic -> 3 FLOPs, erfc -> 60, per element). Used only to predict XLA's total.

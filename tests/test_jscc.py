@@ -67,20 +67,28 @@ def _z(b=6, seed=3):
 
 
 def test_truncation_gives_K_equal_X_tau_for_every_rate():
-    code = jax.random.normal(jax.random.key(0), (2, 8, 8, 12))
+    code = np.asarray(jax.random.normal(jax.random.key(0), (2, 8, 8, 12)))
     X = 64 * 64                                   # a tiny-world image: 8x8 latents, f = 8
     slots = []
-    for n in range(1, 7):
+
+    @jax.jit
+    def roundtrip(code):
+        out = []
+        for n in range(1, 7):
+            s = truncate_to_symbols(code, f"{n}/64")
+            out.append((s, pad_from_symbols(s, (8, 8), 12)))
+        return out
+
+    for n, (s, back) in enumerate(roundtrip(code), start=1):
+        s, back = np.asarray(s), np.asarray(back)
         tau = n / 64
-        s = truncate_to_symbols(code, f"{n}/64")
         assert s.shape == (2, round(X * tau)) == (2, num_symbols((8, 8), f"{n}/64"))
-        assert s.dtype == jnp.complex64
+        assert s.dtype == np.complex64
         # first n channels real, next n imaginary, (row, col, channel) order
         np.testing.assert_array_equal(np.real(s).reshape(2, 8, 8, n), code[..., :n])
         np.testing.assert_array_equal(np.imag(s).reshape(2, 8, 8, n), code[..., n:2 * n])
-        back = pad_from_symbols(s, (8, 8), 12)
         np.testing.assert_array_equal(back[..., :2 * n], code[..., :2 * n])
-        assert not np.any(np.asarray(back[..., 2 * n:]))
+        assert not np.any(back[..., 2 * n:])
         slots.append(math.ceil(s.shape[-1] / 120))
         # the paper's size: 64x64x4 latents of 512x512 images, K = 512^2 tau
         assert num_symbols((64, 64), f"{n}/64") == 512 * 512 * n // 64
@@ -148,9 +156,10 @@ def test_config_validation():
 def test_codec_shapes_and_parameter_names(models):
     codec, params, _, _ = models
     z = _z(2)
-    code = codec.apply({"params": params}, z, method=JSCCCodec.encode)
+    code = jax.eval_shape(lambda p, z: codec.apply({"params": p}, z, method=JSCCCodec.encode), params, z)
     assert code.shape == (2, 8, 8, 12)
-    assert codec.apply({"params": params}, code, method=JSCCCodec.reconstruct).shape == (2, 8, 8, 4)
+    assert jax.eval_shape(lambda p, c: codec.apply({"params": p}, c, method=JSCCCodec.reconstruct),
+                          params, code).shape == (2, 8, 8, 4)
     assert set(params) == {"jscc_encoder", "latent_reconstructor"}
     assert "to_q" in params["jscc_encoder"]["mid_block"]["attentions.0"]
     assert "resnets.1" in params["latent_reconstructor"]["up_blocks.0"]
@@ -221,6 +230,11 @@ def test_whole_chain_shapes_per_sample_conditions(models):
     assert zc.shape == (3, 8, 8, 4) and xc.shape == (3, 16, 16, 3)
     assert float(xc.min()) >= 0.0 and float(xc.max()) <= 1.0
     fn(params, vp, _z(3), jax.random.key(1), rate="1/64", snr_db=5.0, delay_spread_s=30e-9)
+    from dekag_jax.channel.condition import Condition
+    zc2, _ = fn(params, vp, _z(3), jax.random.key(0), condition=[Condition("2/64", "0dB", "30ns"),
+                                                                 Condition("4/64", "10dB", "300ns"),
+                                                                 Condition("6/64", "20dB", "3us")])
+    np.testing.assert_allclose(zc2, zc, atol=1e-6)                            # the channel's Condition type
     assert fn._run._cache_size() == 1                                          # one compile for all phi
 
 
@@ -250,26 +264,29 @@ def test_gradient_flows_through_quantiser_and_channel(models):
 
 
 def test_perceptual_distance():
-    a = [jax.random.normal(jax.random.key(0), (2, 4, 4, 8))]
-    assert float(jnp.max(jnp.abs(perceptual_distance(a, a)))) < 1e-6
-    np.testing.assert_allclose(perceptual_distance(a, [3.0 * a[0]]), 0.0, atol=1e-6)   # scale invariant
-    d = perceptual_distance(a, [-a[0]])
-    np.testing.assert_allclose(d, 4.0, rtol=1e-5)
+    a = [np.random.default_rng(0).normal(size=(2, 4, 4, 8)).astype(np.float32)]
+    same, scaled, neg = jax.jit(lambda a: (perceptual_distance(a, a), perceptual_distance(a, [3.0 * a[0]]),
+                                           perceptual_distance(a, [-a[0]])))(a)
+    assert float(jnp.max(jnp.abs(same))) < 1e-6
+    np.testing.assert_allclose(scaled, 0.0, atol=1e-6)    # scale invariant per position
+    np.testing.assert_allclose(neg, 4.0, rtol=1e-5)
 
 
 def test_eq4_terms_vanish_at_the_ideal_and_weights_apply(models):
     _, _, vae, vp = models
     z = _z(2)
-    x = decode_latents(vae, vp, z)
     feat = vae_encoder_features(vae)
     pts = qam.constellation(64)[:10][None].repeat(2, 0)
-    terms = eq4_terms(z=z, z_check=z, x=x, x_check=x, symbols=pts, qam_order=64,
-                      features=lambda im: feat(vp, im))
+
+    @jax.jit
+    def terms_of(vp, z, z_check, symbols):
+        return eq4_terms(z=z, z_check=z_check, x=decode_latents(vae, vp, z), x_check=decode_latents(vae, vp, z_check),
+                         symbols=symbols, qam_order=64, features=lambda im: feat(vp, im))
+
+    terms = terms_of(vp, z, z, pts)
     for k, v in terms.items():
         assert v.shape == (2,) and float(jnp.max(jnp.abs(v))) < 1e-6, k
-    z2 = z + 0.1
-    terms = eq4_terms(z=z, z_check=z2, x=x, x_check=decode_latents(vae, vp, z2), symbols=pts * 1.05, qam_order=64,
-                      features=lambda im: feat(vp, im))
+    terms = terms_of(vp, z, z + 0.1, pts * 1.05)
     w = LossWeights(latent=1.0, image=2.0, perceptual=0.5, constellation=3.0)
     loss, m = eq4_loss(terms, w)
     want = np.mean(terms["latent"] + 2 * terms["image"] + 0.5 * terms["perceptual"] + 3 * terms["constellation"])
@@ -311,3 +328,27 @@ def test_short_training_lowers_eq4_loss(models, corpus_latents):
     assert int(state["step"]) == 30
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
     assert np.mean(psnrs[-5:]) > np.mean(psnrs[:5]) + 1.0, psnrs
+
+
+def test_codec_save_load_roundtrip_and_strict(models, tmp_path):
+    from dekag_jax.ka.codec_io import WEIGHTS_NAME, load_codec, save_codec
+    from dekag_jax.weights.convert import ConversionError, flatten
+    from dekag_jax.weights.files import save_state_dict
+
+    codec, params, _, _ = models
+    save_codec(str(tmp_path), SMALL, params, extra={"steps": 1})
+    c2, p2, meta = load_codec(str(tmp_path))
+    assert c2.config == SMALL and meta["training"] == {"steps": 1}
+    flat, flat2 = flatten(params), flatten(p2)
+    assert set(flat) == set(flat2)
+    for k in flat:      # float16 storage
+        np.testing.assert_allclose(flat2[k], np.asarray(flat[k], np.float16).astype(np.float32))
+    bad = {k: np.asarray(v, np.float16) for k, v in flat.items() if "conv_in" not in k}
+    bad["extra/kernel"] = np.zeros(3, np.float16)
+    bad["jscc_encoder/conv_out/bias"] = np.zeros(5, np.float16)
+    save_state_dict(bad, str(tmp_path / WEIGHTS_NAME))
+    with pytest.raises(ConversionError, match="6 problem") as e:     # 4 missing, 1 unexpected, 1 shape: one error
+        load_codec(str(tmp_path))
+    msg = str(e.value)
+    assert "missing jscc_encoder/conv_in/kernel" in msg and "unexpected extra/kernel" in msg
+    assert "jscc_encoder/conv_out/bias: shape (5,) != (12,)" in msg

@@ -344,14 +344,25 @@ def test_layer_rules_in_fresh_interpreters():
     assert not problems, "\n".join(problems)
 
 
-def test_channel_import_is_light():
-    """The promise of channel/__init__, in a truly fresh interpreter: ``import dekag_jax.channel``
-    loads no flax, models, world or diffusion."""
-    code = ("import sys, dekag_jax.channel; print(sorted(m for m in sys.modules if m.split('.')[0] == 'flax' "
-            "or m.startswith(('dekag_jax.models', 'dekag_jax.world', 'dekag_jax.diffusion'))))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+def test_channel_import_is_light_and_models_exports_are_lazy():
+    """In a truly fresh interpreter: ``import dekag_jax.channel`` loads no flax, models, world or
+    diffusion (the promise of channel/__init__); ``import dekag_jax.models`` alone loads no flax,
+    and its exports work (``from dekag_jax.models import UNet2DConditionModel``)."""
+    code = ("import sys, json\n"
+            "heavy = lambda: sorted(m for m in sys.modules if m.split('.')[0] == 'flax' or "
+            "m.startswith(('dekag_jax.models.', 'dekag_jax.world', 'dekag_jax.diffusion')))\n"
+            "import dekag_jax.channel\n"
+            "a = heavy()\n"
+            "import dekag_jax.models\n"
+            "b = heavy()\n"
+            "from dekag_jax.models import UNet2DConditionModel, AutoencoderKL, CLIPTextModel, ViTModel, CLIPModel\n"
+            "print(json.dumps([a, b, UNet2DConditionModel.__module__, 'flax' in sys.modules]))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**os.environ, "JAX_PLATFORMS": "cpu"}, cwd=str(PKG_DIR.parent))
-    assert out.stdout.strip() == "[]", out.stdout
+    assert out.returncode == 0, out.stderr[-2000:]
+    after_channel, after_models, where, flax_loaded = json.loads(out.stdout.strip().splitlines()[-1])
+    assert after_channel == [] and after_models == [], (after_channel, after_models)
+    assert where == "dekag_jax.models.unet" and flax_loaded
 
 
 # ----------------------------------------------------------------------------- keyword construction

@@ -125,12 +125,22 @@ def _check_iterations(schedule, rule, kw, iterations):
     # Integer-grid LLRs make ties and zeros frequent; the 30.0 column exercises the clip.
     llr = rng.integers(-4, 5, (16, h.shape[1])).astype(np.float32)
     llr[:, 6] = rng.choice([-30.0, 30.0], 16)
-    llr = np.concatenate([llr, rng.normal(0, 2.5, (16, h.shape[1])).astype(np.float32)])
+    # Two rows near the all-zero codeword (one bit flipped): decoded, their syndrome is zero.
+    near = np.full((2, h.shape[1]), 3.0, np.float32)
+    near[:, 4] = -1.0
+    llr = np.concatenate([llr, rng.normal(0, 2.5, (14, h.shape[1])).astype(np.float32), near])
     for it in iterations:
         dec = LDPCDecoder(pc, cn_update=rule, schedule=schedule, num_iter=it, early_stop=False,
                           layers=[np.array(l) for l in layers] if layers else None, **kw)
-        got = np.asarray(dec(llr).llr)
+        res = dec(llr)
+        got = np.asarray(res.llr)
         ref = np.stack([_decode_ref(h, l, rule, schedule, it, layers, alpha, beta) for l in llr])
+        # Hard decisions and the syndrome flag, from the definition (decisions from our own
+        # totals: a total within rounding of 0 may fall either way).
+        bits = (got < 0).astype(np.int64)
+        np.testing.assert_array_equal(np.asarray(res.bits), bits)
+        np.testing.assert_array_equal(np.asarray(res.ok), ((bits @ h.T) % 2 == 0).all(axis=1))
+        assert np.asarray(res.ok)[-2:].all() and not np.asarray(res.ok).all()
         np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5,
                                    err_msg=f"{rule} {schedule} after {it} iteration(s)")
 
@@ -154,6 +164,14 @@ def test_layered_default_layers_are_the_greedy_row_partition():
     ref = np.stack([_decode_ref(h, l, "minsum", "layered", 2, [[0, 5], [1], [2], [3, 4]], 1.0, 0.0)
                     for l in llr])
     np.testing.assert_allclose(np.asarray(dec(llr).llr), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_erased_bits_decide_zero():
+    """LLR exactly 0 carries no information; the documented decision is b = 1 iff L < 0, so an
+    all-erased word decodes to the all-zero codeword (syndrome satisfied)."""
+    res = LDPCDecoder(from_dense(_small_code(), name="small"), cn_update="minsum",
+                      num_iter=2)(np.zeros((2, 12), np.float32))
+    assert not np.asarray(res.bits).any() and np.asarray(res.ok).all()
 
 
 @pytest.mark.parametrize("schedule", ["flooding", "layered"])

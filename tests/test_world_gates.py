@@ -142,3 +142,14 @@ def test_alignment_gap_exists(data, judges, kind):
         assert cc["dino"] > ec["dino"] and cc["clip"] > ec["clip"], (ec, cc)
     else:
         assert not g.detail["own_subject_ok"], g   # noise has a gap too: the subject check fails it
+
+
+def test_separation_and_top1_on_hand_made_features():
+    # Unit vectors (scaled: the statistic normalises), labels [0, 0, 1, 1]. Same-subject pairs
+    # (i != j): cos = 0.6 each; different-subject pairs: 0, 0.8, 0.8, 0.96 -> mean 0.64.
+    f = np.array([[1, 0], [0.6, 0.8], [0, 1], [0.8, 0.6]]) * np.array([[2.0], [1.0], [3.0], [0.5]])
+    same, diff = gates.subject_separation(f, [0, 0, 1, 1])
+    assert abs(same - 0.6) < 1e-6 and abs(diff - 0.64) < 1e-6, (same, diff)
+    # Top-1: image i's nearest prompt; prompts are the two axes.
+    prompts = np.eye(2)
+    assert gates.prompt_top1(f, np.array([0, 1, 1, 1]), prompts) == 0.75  # the last is wrong

@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import threading
 import zlib
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -282,17 +283,18 @@ def _lora_out(module: nn.Module, x: jax.Array, y: jax.Array, adapter, spec: Lora
     return y + jnp.asarray(spec.scale, dt) * (h @ b)
 
 
-_STATE = {"suspended": 0}
+# Re-entrancy guard, per thread as flax's interceptor stack: the inner conv ``apply`` above is a
+# root module (path ()), which a spec for a root-level conv ("kernel") would otherwise re-intercept.
+_STATE = threading.local()
 
 
 @contextlib.contextmanager
 def _suspended() -> Iterator[None]:
-    # the inner conv apply above must not be intercepted again
-    _STATE["suspended"] += 1
+    _STATE.depth = getattr(_STATE, "depth", 0) + 1
     try:
         yield
     finally:
-        _STATE["suspended"] -= 1
+        _STATE.depth -= 1
 
 
 @contextlib.contextmanager
@@ -313,12 +315,12 @@ def attach(adapters: Mapping[str, Any], specs: Mapping[str, LoraSpec], phi: jax.
 
     def interceptor(next_fun, args, kwargs, context):
         y = next_fun(*args, **kwargs)
-        if _STATE["suspended"] or context.method_name != "__call__":
+        if getattr(_STATE, "depth", 0) or context.method_name != "__call__":
             return y
         module = context.module
         if module.scope is None:
             return y
-        path = SEP.join(module.path) + SEP + "kernel"
+        path = SEP.join((*module.path, "kernel"))
         spec = specs.get(path)
         if spec is None:
             return y

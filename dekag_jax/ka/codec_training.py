@@ -21,7 +21,7 @@ from dekag_jax.ka.transmission import LinkConfig, decode_latents, delay_spread_i
     transmit_latents
 from dekag_jax.models.jscc import JSCCCodec, rate_units
 
-__all__ = ["ConditionGrid", "init_state", "make_train_step", "make_eval_fn"]
+__all__ = ["ConditionGrid", "init_state", "make_train_step"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,17 +84,3 @@ def make_train_step(codec: JSCCCodec, vae, optimizer: optax.GradientTransformati
         return {"params": params, "opt_state": opt_state, "step": state["step"] + 1}, metrics
 
     return jax.jit(step, donate_argnums=(0,))
-
-
-def make_eval_fn(codec: JSCCCodec, vae, *, link: LinkConfig):
-    """``fn(params, vae_params, z, x, key, n [B], snr_db [B], omega_index [B]) -> psnr [B]`` (dB of the
-    received image against x), jitted once. Validate conditions on the host first
-    (``transmission.rate_unit_array``, ``condition_arrays``)."""
-
-    def fn(params, vae_params, z, x, key, n, snr, widx):
-        t = transmit_latents(codec, params, z, key, rate_units=n, snr_db=snr, omega_index=widx, link=link)
-        x_check = decode_latents(vae, vae_params, t.z_check)
-        mse = jnp.mean((x_check - x) ** 2, axis=(1, 2, 3))
-        return -10.0 * jnp.log10(jnp.maximum(mse, 1e-10))
-
-    return jax.jit(fn)

@@ -49,17 +49,16 @@ import numpy as np
 
 from dekag_jax.channel import ofdm as _ofdm
 from dekag_jax.channel import qam as _qam
+from dekag_jax.channel.condition import PHI_EU_DELAY_SPREADS_S, PHI_EU_SNRS_DB, PHI_EU_TAUS, Condition
+from dekag_jax.channel.condition import RATES as ALL_RATES
 from dekag_jax.models.jscc import JSCCCodec, pad_from_symbols, rate_units, truncate_to_symbols
 
 __all__ = ["LinkConfig", "Transmission", "PHI_EU_RATES", "PHI_EU_SNRS_DB", "PHI_EU_DELAY_SPREADS_S",
            "ALL_RATES", "check_snr_db", "rate_unit_array", "delay_spread_index", "condition_arrays", "sample_conditions",
            "transmit_latents", "transmit_latents_fixed_rate", "decode_latents", "ReceiveFn"]
 
-# Phi_EU of Sec. VI-A2 (edge-to-user conditions) and the pretraining grid.
-ALL_RATES = tuple(f"{n}/64" for n in range(1, 7))
-PHI_EU_RATES = tuple(f"{n}/64" for n in range(2, 7))
-PHI_EU_SNRS_DB = (0.0, 5.0, 10.0, 15.0, 20.0)
-PHI_EU_DELAY_SPREADS_S = (30e-9, 300e-9, 3000e-9)
+# Phi_EU of Sec. VI-A2 (edge-to-user conditions), as the channel's condition type defines it.
+PHI_EU_RATES = PHI_EU_TAUS
 
 # Plausibility bound on gamma (dB): beyond it a value is a unit mistake (linear SNR, or Hz).
 _SNR_DB_RANGE = (-50.0, 200.0)
@@ -345,8 +344,20 @@ class ReceiveFn:
 
         self._run = jax.jit(run)
 
-    def __call__(self, codec_params, vae_params, z, key, *, rate, snr_db, delay_spread_s):
+    def __call__(self, codec_params, vae_params, z, key, *, rate=None, snr_db=None, delay_spread_s=None,
+                 condition=None):
+        """Either ``rate``/``snr_db``/``delay_spread_s`` (scalars or per-sample sequences) or
+        ``condition``: one ``channel.condition.Condition`` for the batch or a sequence of B."""
         z = jnp.asarray(z)
+        if condition is not None:
+            if rate is not None or snr_db is not None or delay_spread_s is not None:
+                raise ValueError("give either condition= or rate/snr_db/delay_spread_s, not both")
+            conds = [condition] if isinstance(condition, Condition) else list(condition)
+            rate = [c.tau for c in conds] if len(conds) > 1 else conds[0].tau
+            snr_db = [c.snr_db for c in conds] if len(conds) > 1 else conds[0].snr_db
+            delay_spread_s = [c.delay_spread_s for c in conds] if len(conds) > 1 else conds[0].delay_spread_s
+        if rate is None or snr_db is None or delay_spread_s is None:
+            raise ValueError("ReceiveFn needs rate, snr_db and delay_spread_s (or condition=)")
         n = rate_unit_array(rate, z.shape[0], self.codec.config.max_rate_units)
         snr, widx = condition_arrays(z.shape[0], snr_db, delay_spread_s, self.link)
         return self._run(codec_params, vae_params, z, key, jnp.asarray(n), jnp.asarray(snr), jnp.asarray(widx))

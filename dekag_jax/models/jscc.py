@@ -65,7 +65,7 @@ from dekag_jax.models.layers import ResnetBlock2D, VAEAttention, conv, group_nor
 Dtype = Any
 
 __all__ = ["JSCCConfig", "JSCCEncoder", "LatentReconstructor", "JSCCCodec", "RATE_DENOMINATOR", "MAX_RATE_UNITS",
-           "rate_units", "num_symbols", "truncate_to_symbols", "pad_from_symbols"]
+           "rate_units", "num_symbols", "truncate_to_symbols", "pad_from_symbols", "init_codec"]
 
 RATE_DENOMINATOR = 64   # tau = n / 64 symbols per pixel (Sec. V-B)
 MAX_RATE_UNITS = 6      # n <= 6: the 12-channel code holds at most 6 complex channels
@@ -323,5 +323,3 @@ def init_codec(config: JSCCConfig, key: jax.Array, latent_hw: tuple[int, int] = 
     z = jnp.zeros((1, *latent_hw, config.latent_channels), jnp.float32)
     return codec, codec.init(key, z)["params"]
 
-
-__all__.append("init_codec")

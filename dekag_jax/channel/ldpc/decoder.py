@@ -145,8 +145,15 @@ def _build_graph(pc: ParityCheck, layers: Optional[list[np.ndarray]]) -> _Graph:
     return _Graph(pc.n, perm, inv, cn_groups, tuple(vn_groups), zero_deg, layer_groups)
 
 
+#: Message of a degree-1 check ("this bit is 0", certain). Finite on purpose: an infinite one
+#: made the next iteration's ``total - message`` inf - inf = NaN, which spread over the graph.
+_DEGREE_ONE_LLR = 1e4
+
+
 def _cn_update(v: jax.Array, alpha: float, beta: float) -> jax.Array:
     """Min-sum check-node update along axis 1 of ``v`` ``[r, d, B]`` (extrinsic)."""
+    if v.shape[1] == 1:
+        return jnp.full_like(v, _DEGREE_ONE_LLR)
     a = jnp.abs(v)
     s = jnp.where(v < 0, -1.0, 1.0).astype(v.dtype)
     sign_all = jnp.prod(s, axis=1, keepdims=True)

@@ -1,0 +1,60 @@
+"""Generation knowledge alignment (G-KA): MAKD and its baselines on the tiny world
+(``python -m dekag_jax.ka.gka --config configs/gka.py[:variant] --workdir DIR``).
+
+Variants (``get_config(arg)``):
+  * ``makd`` (default): LB, TI, DB, MAKD and UB for three subjects (one person, one creature, one
+    building, as the paper's Fig. 4).
+  * ``ti``: LB, TI (eq. 8 alone) and UB.  * ``db``: LB, DB (LoRA with the random metaword) and UB.
+  * ``smoke``: every method, one subject, 2 epochs per stage, 5 DDIM steps, 4 images (a wiring check).
+
+An epoch is one pass over a subject's S_CG (40 latents). The paper trains each stage for 4,000
+epochs (lr 5e-4 for the metaword, 1e-4 for the LoRA); that is far beyond a shared 2-core CPU, so the
+default depth is much lower and the learning rates higher (chosen from a short sweep on this CPU,
+see the README's G-KA section); both are fields here.
+"""
+import ml_collections
+
+
+def get_config(arg: str = "makd"):
+    if arg not in ("makd", "ti", "db", "smoke"):
+        raise ValueError(f"configs/gka.py: variant {arg!r}; expected 'makd', 'ti', 'db' or 'smoke'")
+    c = ml_collections.ConfigDict()
+    c.variant = arg
+    c.seed = 0
+    c.subjects = "human_00,animal_00,building_00"
+    c.methods = {"makd": "lb,ti,db,makd,ub", "ti": "lb,ti,ub", "db": "lb,db,ub", "smoke": "lb,ti,db,makd,ub"}[arg]
+
+    c.scg = ml_collections.ConfigDict()
+    c.scg.source = "world"            # or "folder:<dir>" (<dir>/<subject>/cg_train|cg_test/*.png)
+    c.scg.cache_dir = ""              # "" = encode in memory only; else one .npz per subject there
+
+    c.metaword = ml_collections.ConfigDict()   # eq. 8
+    c.metaword.epochs = 60
+    c.metaword.batch = 8              # 5 steps per epoch
+    c.metaword.lr = 5e-3
+    c.metaword.n_tokens = 1
+    c.metaword.init = "paper"         # N(0, 0.02) read as variance (adapt/metaword.py)
+
+    c.lora = ml_collections.ConfigDict()       # eq. 9
+    c.lora.epochs = 60
+    c.lora.batch = 8
+    c.lora.lr = 1e-3
+    c.lora.rank = 8
+    c.lora.alpha = 8.0
+    c.lora.targets = r".*/attn[12]/to_(q|k|v|out\.0)/kernel"
+
+    c.eval = ml_collections.ConfigDict()       # eq. 5
+    c.eval.n_images = 30              # eg_test seeds per subject
+    c.eval.num_steps = 50             # DDIM
+    c.eval.guidance = 7.5
+    c.eval.loss_repeats = 4           # fixed eq. 6 evaluation batch: 4 (t, eps) draws per S_CG latent
+
+    if arg == "smoke":
+        c.subjects = "animal_00"
+        c.metaword.epochs = 2
+        c.lora.epochs = 2
+        c.eval.n_images = 4
+        c.eval.num_steps = 5
+        c.eval.loss_repeats = 1
+    c.lock()
+    return c
