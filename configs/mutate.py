@@ -24,7 +24,8 @@ def get_config():
     c = ml_collections.ConfigDict()
     c.modules = ml_collections.ConfigDict(dict(
         qam=_m("dekag_jax/channel/qam.py", "tests/test_qam.py", "tests/test_llr_bruteforce.py"),
-        ofdm=_m("dekag_jax/channel/ofdm.py", "tests/test_llr_bruteforce.py", "tests/test_ofdm.py",
+        ofdm=_m("dekag_jax/channel/ofdm.py", "tests/test_channel_edges.py", "tests/test_llr_bruteforce.py",
+                "tests/test_ofdm.py",
                 "tests/test_sweep_stats.py"),
         montecarlo=_m("dekag_jax/channel/montecarlo.py", "tests/test_sweep_stats.py",
                       "tests/test_ofdm.py"),

@@ -2,6 +2,7 @@
 
     nice -n 15 python scripts/mutate.py --config configs/mutate.py [--only qam,decoder]
         [--config.max_mutants=40] [--config.seed=0] [--list] [--out runs/mutate]
+        [--match 'decoder.py:(72|106):']      # only the sites matching a regex
 
 What it does, per module of the config (path + the fast tests that should kill its mutants):
 
@@ -47,6 +48,7 @@ import importlib.util
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -402,6 +404,8 @@ def main(argv=None) -> int:
     ap.add_argument("--only", default="", help="comma-separated module names of the config")
     ap.add_argument("--list", action="store_true", help="list the mutation sites and exit")
     ap.add_argument("--out", default="", help="folder for report.json")
+    ap.add_argument("--match", default="", help="regex over 'path:line: mutation': run only the "
+                    "matching sites (no sampling), e.g. to re-check the last survivors")
     args, rest = ap.parse_known_args(argv)
     bad = [r for r in rest if not r.startswith("--config.")]
     if bad:
@@ -431,7 +435,9 @@ def main(argv=None) -> int:
         source = open(src_path).read()
         sites = list_sites(source)
         chosen = sites
-        if cfg.max_mutants and len(sites) > cfg.max_mutants:
+        if args.match:
+            chosen = [x for x in sites if re.search(args.match, f"{m.path}:{x.line}: {x.desc}")]
+        elif cfg.max_mutants and len(sites) > cfg.max_mutants:
             chosen = sorted(random.Random(f"{cfg.seed}:{m.path}").sample(sites, cfg.max_mutants),
                             key=lambda s: s.index)
         plans.append((name, m.path, tests, source, sites, chosen))

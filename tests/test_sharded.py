@@ -62,6 +62,7 @@ def test_pipeline_layouts_load_like_unsharded(sd, variant, shard):
     _same(_pipe_params(got), _pipe_params(sd["plain"]))
 
 
+@pytest.mark.filterwarnings("ignore:This serialization format is now deprecated:FutureWarning")
 def test_legacy_diffusers_variant_index_name(sd, tmp_path):
     """diffusers < 0.27 wrote ``<stem>.safetensors.<variant>.index.json``; diffusers still reads it."""
     d = str(tmp_path / "unet")

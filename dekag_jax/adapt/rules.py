@@ -80,7 +80,7 @@ def first_match(path: str, patterns: Sequence[str]) -> int | None:
     return None
 
 
-def match_paths(paths: Iterable[str], patterns: Sequence[str], *, what: str = "rule",
+def match_paths(paths: Iterable[str], patterns: Sequence[str], *, what: str = "rules",
                 require_all: bool = True) -> dict[str, int]:
     """``{path: index of the first matching pattern}`` for the paths some pattern matches.
 
@@ -97,8 +97,8 @@ def match_paths(paths: Iterable[str], patterns: Sequence[str], *, what: str = "r
         used = set(out.values())
         dead = [patterns[i] for i in range(len(patterns)) if i not in used]
         if dead:
-            raise ValueError(f"{what}s matching no parameter path (of {len(paths)}; patterns must match the "
-                             f"whole path, first rule wins): {dead}")
+            raise ValueError(f"{what}: {len(dead)} pattern(s) match no path (of {len(paths)}; a pattern must "
+                             f"match the whole path, and the first matching rule wins): {dead}")
     return out
 
 

@@ -47,6 +47,11 @@ params_to_state = convert.flax_to_torch
 
 def _save(directory: str, config: dict[str, Any], params, dtype=None) -> None:
     os.makedirs(directory, exist_ok=True)
+    # transformers 5 loads with dtype="auto", which takes the config's dtype first and otherwise
+    # keeps the stored one: float16 storage (the tiny world ships that) would then compute in
+    # float16 and crash beside float32 modules. The params' own dtype is what they compute in.
+    leaves = jax.tree.leaves(params)
+    config = dict(config, dtype=str(np.dtype(leaves[0].dtype)) if leaves else "float32")
     with open(os.path.join(directory, "config.json"), "w") as f:
         json.dump(config, f, indent=2, sort_keys=True)
     state = params_to_state(jax.tree.map(np.asarray, params), dtype=dtype)
