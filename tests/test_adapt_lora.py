@@ -118,7 +118,7 @@ def _clip_vision():
 
 
 def _jscc():
-    jscc = pytest.importorskip("dekag_jax.models.jscc")
+    from dekag_jax.models import jscc
     cfg = jscc.JSCCConfig(block_out_channels=(16,), layers_per_block=1, norm_num_groups=4)
     m, params = jscc.init_codec(cfg, jax.random.key(0), (4, 4))
     return m, params, (jax.random.normal(jax.random.key(4), (2, 4, 4, 4)),), {}
@@ -301,6 +301,12 @@ def test_normalise_phi():
     with pytest.raises(ValueError, match="delay_spread_s"):
         cala.normalise_phi(2 / 64, 10.0, 0.0)
     assert cala.gate_param_count(16) == 64
+    from fractions import Fraction
+    np.testing.assert_allclose(cala.normalise_phi(Fraction(3, 64), 5, 3e-7), [0.5, 0.25, 0.5], atol=1e-6)
+    from dekag_jax.channel import condition
+    conds = [condition.Condition(Fraction(2, 64), 10.0, 300e-9), condition.Condition(Fraction(6, 64), 0.0, 3e-6)]
+    np.testing.assert_allclose(cala.normalise_phi_array(condition.phi_array(conds)),
+                               [[1 / 3, 0.5, 0.5], [1, 0, 1]], atol=1e-6)
 
 
 def test_pure_function_jits_and_vmaps_over_adapter_sets():
@@ -329,6 +335,12 @@ def test_root_level_modules():
         phi = jnp.array([0.2, 0.5, 0.1])
         merged = m.apply({"params": lora.merge(params, adapters, specs, phi=phi)}, x)
         _close(lora.apply(m, params, adapters, specs, x, phi=phi, require_all=True), merged)
+        # per-sample phi [B, 3] in a batch == vmap over samples with phi [3] each
+        phis = jnp.array([[0.2, 0.5, 0.1], [1.0, 0.0, 0.7]])
+        xs = x * jnp.arange(1, 3).reshape(-1, *([1] * (x.ndim - 1)))
+        batched = lora.apply(m, params, adapters, specs, xs, phi=phis)
+        mapped = jax.vmap(lambda xi, pi: lora.apply(m, params, adapters, specs, xi[None], phi=pi)[0])(xs, phis)
+        _close(batched, mapped)
 
 
 _SHARD_SCRIPT = r"""

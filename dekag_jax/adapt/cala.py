@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["D_PHI", "normalise_phi", "init_gate", "gate_values", "GATE_KEYS"]
+__all__ = ["D_PHI", "normalise_phi", "normalise_phi_array", "init_gate", "gate_values", "GATE_KEYS"]
 
 D_PHI = 3
 GATE_KEYS = ("gate_kernel", "gate_bias")
@@ -43,21 +43,32 @@ DELAY_SPREAD_REF_S = 30e-9
 DELAY_SPREAD_DECADES = 2.0
 
 
+def _f32(x) -> jax.Array:
+    # Python numbers, Fractions (channel.Condition keeps tau exact) and NumPy go through float64
+    return x.astype(jnp.float32) if isinstance(x, jax.Array) else jnp.asarray(np.asarray(x, np.float64), jnp.float32)
+
+
 def normalise_phi(rate, snr_db, delay_spread_s) -> jax.Array:
     """phi_n ``[..., 3]`` float32 from the transmission condition phi = (tau, gamma, omega).
 
-    rate: tau, symbols per latent element (``[...]``, e.g. 2/64); snr_db: gamma in dB (``[...]``);
-    delay_spread_s: omega in seconds (``[...]``, > 0). The three broadcast against each other.
-    Returns ``stack([tau * 64/6, gamma_dB / 20, log10(omega / 30e-9) / 2], -1)``.
+    rate: tau, symbols per pixel (``[...]``, e.g. 2/64, a Fraction is fine); snr_db: gamma in dB
+    (``[...]``); delay_spread_s: omega in seconds (``[...]``, > 0). The three broadcast against
+    each other. Returns ``stack([tau * 64/6, gamma_dB / 20, log10(omega / 30e-9) / 2], -1)``.
     """
-    tau = jnp.asarray(rate, jnp.float32)
-    snr = jnp.asarray(snr_db, jnp.float32)
-    omega = jnp.asarray(delay_spread_s, jnp.float32)
-    if isinstance(delay_spread_s, (int, float, np.ndarray, np.generic)) and np.any(np.asarray(delay_spread_s) <= 0):
+    if not isinstance(delay_spread_s, jax.Array) and np.any(np.asarray(delay_spread_s, np.float64) <= 0):
         raise ValueError(f"delay_spread_s must be > 0 seconds, got {delay_spread_s!r}")
-    tau, snr, omega = jnp.broadcast_arrays(tau, snr, omega)
+    tau, snr, omega = jnp.broadcast_arrays(_f32(rate), _f32(snr_db), _f32(delay_spread_s))
     return jnp.stack([tau / TAU_MAX, snr / SNR_DB_SPAN,
                       jnp.log10(omega / DELAY_SPREAD_REF_S) / DELAY_SPREAD_DECADES], axis=-1)
+
+
+def normalise_phi_array(phi_raw) -> jax.Array:
+    """``normalise_phi`` of a raw ``[..., 3]`` array of (tau, gamma_dB, omega_s) rows, e.g.
+    ``dekag_jax.channel.condition.phi_array(conditions)``."""
+    raw = phi_raw if isinstance(phi_raw, jax.Array) else np.asarray(phi_raw, np.float64)
+    if raw.shape[-1:] != (3,):
+        raise ValueError(f"phi_raw must be [..., 3] (tau, gamma_dB, omega_s), got shape {raw.shape}")
+    return normalise_phi(raw[..., 0], raw[..., 1], raw[..., 2])
 
 
 def init_gate(rank: int, dtype=jnp.float32, d_phi: int = D_PHI) -> dict[str, jax.Array]:

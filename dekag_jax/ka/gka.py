@@ -61,7 +61,7 @@ from dekag_jax.diffusion.schedules import diffusion_loss
 from dekag_jax.ka.scg import SCG, build_scg
 
 __all__ = ["METHODS", "Data", "make_data", "make_loss", "eval_batch", "train_stage", "init_lora",
-           "Generator", "judge_feature_fns", "score_subject", "ub_subject", "run_subject", "run", "main"]
+           "loss_fn_jit", "Generator", "judge_feature_fns", "score_subject", "ub_subject", "run_subject", "run", "main"]
 
 METHODS = ("lb", "ti", "db", "makd", "ub")
 CHANNEL_LABEL = "edge-generated, ideal channel (T-KA codec not in the loop)"
@@ -161,7 +161,7 @@ def train_stage(pipe, data: Data, trainable: dict, frozen: dict, specs, *, epoch
         raise ValueError(f"train_stage: epochs={epochs} must be >= 0, batch={batch} >= 1, lr={lr} > 0")
     n = len(data.z)
     tx = optax.adam(lr)
-    step = partition.make_step(make_loss(pipe, specs), tx)
+    step = _cached(pipe, ("step", _specs_key(specs), float(lr)), lambda: partition.make_step(make_loss(pipe, specs), tx))
     # donation would delete the caller's arrays: train on a copy
     trainable = jax.tree.map(lambda x: jnp.array(x, copy=True), trainable)
     opt_state = tx.init(trainable)
@@ -187,6 +187,24 @@ def train_stage(pipe, data: Data, trainable: dict, frozen: dict, specs, *, epoch
         if log is not None and (ep == epochs - 1 or (ep + 1) % max(1, epochs // 5) == 0):
             log(f"  epoch {ep + 1}/{epochs}: train loss {history[-1]:.4f}")
     return trainable, history
+
+
+def _specs_key(specs):
+    return None if specs is None else tuple(sorted(specs.items()))
+
+
+def _cached(pipe, key, build):
+    """One jitted function per (pipeline, key): subjects and stages of a run share compilations."""
+    cache = pipe.__dict__.setdefault("_jit_cache", {})
+    k = ("gka",) + tuple(key)
+    if k not in cache:
+        cache[k] = build()
+    return cache[k]
+
+
+def loss_fn_jit(pipe, specs=None):
+    """The jitted eq. 6 loss of :func:`make_loss` (cached per pipeline and LoRA spec set)."""
+    return _cached(pipe, ("loss", _specs_key(specs)), lambda: jax.jit(make_loss(pipe, specs)))
 
 
 # ----------------------------------------------------------------------------- generation and scores
@@ -286,7 +304,7 @@ def run_subject(pipe, judges_fns, subject: str, config, *, workdir: str | None =
     out["prompt"] = scg.prompt
     data = make_data(pipe, [scg])
     ev = eval_batch(data, pipe, seed=seed + 1000, repeats=int(config.eval.loss_repeats))
-    loss_eval = jax.jit(make_loss(pipe, None))
+    loss_eval = loss_fn_jit(pipe)
     frozen = {"unet": pipe.unet_params, "text": pipe.text_params}
     gen_seeds = split_seeds(subject, "eg_test")[:int(config.eval.n_images)]
     key = jax.random.fold_in(jax.random.key(seed), 0)
@@ -295,8 +313,10 @@ def run_subject(pipe, judges_fns, subject: str, config, *, workdir: str | None =
                                  init=str(config.metaword.init))[None]  # [S=1, n, D]
     adapters0, specs = init_lora(pipe, jax.random.fold_in(key, 2), rank=config.lora.rank, alpha=config.lora.alpha,
                                  targets=str(config.lora.targets))
-    gen = Generator(pipe, specs, num_steps=int(config.eval.num_steps), guidance_scale=float(config.eval.guidance))
-    lora_loss = jax.jit(make_loss(pipe, specs))
+    gen = _cached(pipe, ("gen", _specs_key(specs), int(config.eval.num_steps), float(config.eval.guidance)),
+                  lambda: Generator(pipe, specs, num_steps=int(config.eval.num_steps),
+                                    guidance_scale=float(config.eval.guidance)))
+    lora_loss = loss_fn_jit(pipe, specs)
 
     def evaluate(name, mu=None, adapters=None):
         t = time.time()
