@@ -27,7 +27,7 @@ def get_config():
         ofdm=_m("dekag_jax/channel/ofdm.py", "tests/test_channel_edges.py", "tests/test_llr_bruteforce.py",
                 "tests/test_ofdm.py",
                 "tests/test_sweep_stats.py"),
-        montecarlo=_m("dekag_jax/channel/montecarlo.py", "tests/test_sweep_stats.py",
+        montecarlo=_m("dekag_jax/channel/montecarlo.py", "tests/test_channel_edges.py", "tests/test_sweep_stats.py",
                       "tests/test_ofdm.py"),
         decoder=_m("dekag_jax/channel/ldpc/decoder.py", "tests/test_ldpc_checknode.py",
                    *_ldpc("decoder_noiseless_and_early_stop", "single_bit_errors_corrected_exhaustively_wifi",

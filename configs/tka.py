@@ -43,7 +43,7 @@ def get_config(arg: str = "all"):
     c.variant = arg
     c.methods = ",".join(METHODS) if arg in ("all", "paper", "smoke") else arg
     c.subjects = "human_00"           # comma-separated subject ids (world.subjects)
-    c.codec = "runs/pretrain/jscc_mt/codec"   # a save_codec directory (JSCC(MT)); "random" = random init (tests)
+    c.codec = "dekag_jax/world/assets/jscc/jscc_mt"   # a save_codec directory (shipped JSCC(MT)); "random" = random init
     c.seed = 0
 
     c.seg = ml_collections.ConfigDict()       # S_EG (eq. 7): the edge model's latents, cached as npz

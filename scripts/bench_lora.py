@@ -24,7 +24,9 @@ of ours and diffusers are printed (the second checks the optimiser too). Then ti
 
 Usage:
   python scripts/bench_lora.py --config tiny --latent 16          # seconds: a smoke test
-  nice -n 5 python scripts/bench_lora.py --config sd21 --iters 3  # SD2.1 UNet, batch 1, 64x64 latents
+  nice -n 5 python scripts/bench_lora.py --config sd21 --impl merge --threads 1   # SD2.1, batch 1, 64x64
+Measured here (2-core CPU shared with other jobs, load 10-14, one thread each): SD2.1 ratio 1.07
+(merged) and 1.27 (unmerged); peak memory about 15.6 GB for both fp32 models together.
 """
 from __future__ import annotations
 

@@ -73,7 +73,8 @@ def test_our_files_in_diffusers_pipeline_give_our_latents(tmp_path):
     z_ours = np.asarray(text_to_latents(adapted, prompts, jax.random.key(0), num_steps=STEPS,
                                         guidance_scale=GUIDANCE, latents=z_T))
 
-    ref = diffusers.StableDiffusionPipeline.from_pretrained(models.edge_pipeline_dir(), torch_dtype=torch.float32)
+    # float32 explicitly: the shipped weights are float16 and transformers 5 keeps a stored dtype
+    ref = diffusers.StableDiffusionPipeline.from_pretrained(models.edge_pipeline_dir(), dtype=torch.float32)
     ref.load_lora_weights(str(tmp_path))
     ref.load_textual_inversion(str(tmp_path))
     size = ss * ours.vae_scale_factor

@@ -27,3 +27,34 @@ def test_counts_and_variances_at_their_boundaries():
     for bad in (0.0, -30e-9, math.inf):
         with pytest.raises(ValueError, match="omega"):
             OFDMConfig(delay_spread_grid_s=(30e-9, bad))
+
+
+def test_transmit_accepts_one_symbol_and_no_batch_axes():
+    """``symbols [..., K]``: ``[...]`` may be empty and K = 1 is a transmission; K = 0 is not."""
+    import jax
+    import jax.numpy as jnp
+
+    from dekag_jax.channel import ofdm
+
+    cfg = OFDMConfig(channel="iid")
+    for shape in ((5,), (3, 1), (1,)):
+        y, info = ofdm.transmit(jax.random.key(0), jnp.ones(shape, jnp.complex64), 10.0, cfg=cfg)
+        assert y.shape == shape and info["bias"].shape == shape and info["h"].shape[:-1] == shape[:-1]
+    for shape in ((0,), ()):
+        with pytest.raises(ValueError, match="K >= 1"):
+            ofdm.transmit(jax.random.key(0), jnp.ones(shape, jnp.complex64), 10.0, cfg=cfg)
+
+
+def test_condition_ids_are_distinct_31_bit_crcs():
+    """Each condition seeds its own realisations: ids are crc32(key) in [0, 2^31) (documented)
+    and distinct over the paper's grid (colliding ids would give two points the same noise)."""
+    import zlib
+
+    from dekag_jax.channel import montecarlo as mc
+    from dekag_jax.channel.condition import phi_eu_grid
+
+    grid = phi_eu_grid()
+    ids = [mc.condition_id(c) for c in grid]
+    assert len(set(ids)) == len(grid) == 75
+    for c, i in zip(grid, ids):
+        assert 0 <= i < 2 ** 31 and i == zlib.crc32(c.key.encode()) % 2 ** 31

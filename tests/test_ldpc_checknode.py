@@ -154,14 +154,17 @@ def test_two_iterations_match_edge_by_edge_decoder(schedule, rule, kw):
 
 def test_layered_default_layers_are_the_greedy_row_partition():
     """A code that is not quasi-cyclic gets layers greedily, rows in order, each row joining the
-    first layer it shares no variable with: for the small code, by hand, [[0, 5], [1], [2],
-    [3, 4]] (row 5 = {2, 4, 9} fits layer 0 = {0, 1, 3, 6}; row 4 only fits row 3's layer)."""
-    h = _small_code()
+    first layer none of whose rows shares a variable with it. By hand, for rows {0,1,4}, {2,3},
+    {3,5}, {1,5}: [[0, 1], [2], [3]]: row 2 shares variable 3 with row 1, which joined layer 0
+    after row 0 (a partition that forgot row 1's variables would put row 2 in layer 0)."""
+    h = np.zeros((4, 6), np.uint8)
+    for r, cols in enumerate(([0, 1, 4], [2, 3], [3, 5], [1, 5])):
+        h[r, cols] = 1
     rng = np.random.default_rng(2)
     llr = rng.normal(0, 2.5, (8, h.shape[1])).astype(np.float32)
-    dec = LDPCDecoder(from_dense(h, name="small"), cn_update="minsum", schedule="layered",
+    dec = LDPCDecoder(from_dense(h, name="greedy"), cn_update="minsum", schedule="layered",
                       num_iter=2, early_stop=False)
-    ref = np.stack([_decode_ref(h, l, "minsum", "layered", 2, [[0, 5], [1], [2], [3, 4]], 1.0, 0.0)
+    ref = np.stack([_decode_ref(h, l, "minsum", "layered", 2, [[0, 1], [2], [3]], 1.0, 0.0)
                     for l in llr])
     np.testing.assert_allclose(np.asarray(dec(llr).llr), ref, rtol=1e-5, atol=1e-5)
 

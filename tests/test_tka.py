@@ -19,14 +19,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RANK = 4
 GRID = ((2, 6), (0.0, 20.0), (30e-9, 3000e-9))
 WEIGHTS = LossWeights(latent=1.0, image=10.0, perceptual=0.1, constellation=0.05)
+LIGHT = LossWeights(latent=1.0, image=10.0, perceptual=0.0, constellation=0.05)   # no VAE-encoder features
 
 
 @pytest.fixture(scope="module")
 def models():
-    codec, cp = init_codec(JSCCConfig(block_out_channels=(32,), norm_num_groups=8), jax.random.key(0), (4, 4))
+    codec, cp = init_codec(JSCCConfig(block_out_channels=(16,), norm_num_groups=4), jax.random.key(0), (4, 4))
     vae = AutoencoderKL(config=VAEConfig(down_block_types=("DownEncoderBlock2D",) * 2,
-                                         up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(16, 32),
-                                         norm_num_groups=8, scaling_factor=0.5, sample_size=8))
+                                         up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16),
+                                         norm_num_groups=4, scaling_factor=0.5, sample_size=8))
     vp = vae.init(jax.random.key(1), jnp.zeros((1, 8, 8, 3)), jax.random.key(2))["params"]
     z = jax.random.normal(jax.random.key(3), (6, 4, 4, 4))
     from dekag_jax.ka.transmission import decode_latents
@@ -89,7 +90,7 @@ def test_zero_initialised_adapters_leave_outputs_unchanged(models, method):
     assert float(jnp.max(jnp.abs(x2 - x0))) > 1e-4
 
 
-@pytest.mark.parametrize("method", ["noka", "lora", "cala", "fullft"])
+@pytest.mark.parametrize("method", ["noka", pytest.param("lora", marks=pytest.mark.slow), "cala", "fullft"])
 def test_gradients_reach_only_the_intended_parameters(models, method):
     codec, cp, vae, vp, z, x = models
     s = _setup(method, models)
@@ -109,21 +110,11 @@ def test_gradients_reach_only_the_intended_parameters(models, method):
         want = {f"codec/{p}" for p in flatten(cp)}
         want |= {f"dec/{p}" for p in flatten(vp) if p.startswith(("decoder/", "post_quant_conv/"))}
         assert set(leaves) == want
-    loss_fn = tka.make_loss(s, WEIGHTS, GRID)
-    g_tr, g_fr = jax.grad(lambda a, b: loss_fn(a, b, z, x, jax.random.key(11))[0], argnums=(0, 1))(tr, frozen)
+    loss_fn = tka.make_loss(s, LIGHT, GRID)
+    g_tr = jax.jit(jax.grad(lambda a, b: loss_fn(a, b, z, x, jax.random.key(11))[0]))(tr, frozen)
+    assert set(flatten(g_tr)) == set(flatten(tr))
     zero_tr = [p for p, v in flatten(g_tr).items() if not np.any(np.asarray(v))]
     assert not zero_tr, f"no gradient reaches {zero_tr[:5]}"
-    # one optimiser step: every trainable leaf moves, the frozen model is bit-identical
-    tx = optax.adam(1e-3)
-    step = tka.make_step(s, WEIGHTS, GRID, tx)
-    frozen_before = jax.tree_util.tree_map(np.asarray, frozen)
-    tr_before = jax.tree_util.tree_map(np.array, tr)
-    tr2, _, loss, met = step(tr, tx.init(tr), frozen, z, x, jax.random.key(11))
-    assert np.isfinite(float(loss))
-    moved = {p: np.any(np.asarray(v) != flatten(tr_before)[p]) for p, v in flatten(tr2).items()}
-    assert all(moved.values()), [p for p, m in moved.items() if not m][:5]
-    for a, b in zip(jax.tree_util.tree_leaves(frozen_before), jax.tree_util.tree_leaves(frozen)):
-        np.testing.assert_array_equal(a, np.asarray(b))
 
 
 def test_cala_mixed_condition_batch_equals_per_sample_runs(models):
@@ -143,20 +134,28 @@ def test_cala_mixed_condition_batch_equals_per_sample_runs(models):
     assert np.max(np.abs(x2[0] - x2[1])) > 1e-4
 
 
-def test_short_tka_run_lowers_the_loss(models):
+def test_short_tka_run_lowers_the_loss_and_moves_only_the_trainable_tree(models):
     _, cp, _, vp, z, x = models
     s = _setup("cala", models)
     frozen = tka.frozen_tree(cp, vp)
+    frozen_before = jax.tree_util.tree_map(np.array, frozen)
     tr = tka.init_method(s, jax.random.key(5), cp, vp)
+    tr_before = flatten(jax.tree_util.tree_map(np.array, tr))
     loss_fn = jax.jit(lambda t: tka.make_loss(s, WEIGHTS, GRID)(t, frozen, z, x, jax.random.key(99))[0])
     before = float(loss_fn(tr))
     tr, hist = tka.train(s, tr, frozen, z, x, grid=GRID, weights=WEIGHTS, epochs=12, batch=6, lr=3e-3)
     assert len(hist) == 12
     after = float(loss_fn(tr))
     assert after < 0.9 * before, (before, after)
+    # Adam moved every adapter leaf (A, B, gates), the frozen codec and VAE are bit-identical
+    still = [p for p, v in flatten(tr).items() if not np.any(np.asarray(v) != tr_before[p])]
+    assert not still, still[:5]
+    for a, b in zip(jax.tree_util.tree_leaves(frozen_before), jax.tree_util.tree_leaves(frozen)):
+        np.testing.assert_array_equal(a, np.asarray(b))
 
 
-def test_evaluate_checkpoint_and_counts(models, tmp_path):
+@pytest.mark.slow
+def test_evaluate_zero_init_equals_noka(models):
     _, cp, _, vp, z, x = models
     frozen = tka.frozen_tree(cp, vp)
     s = _setup("cala", models)
@@ -166,6 +165,13 @@ def test_evaluate_checkpoint_and_counts(models, tmp_path):
     assert e0["n_conditions"] == 8 and len(e0["conditions"]) == 8
     assert e0["psnr_mean"] == pytest.approx(e1["psnr_mean"], abs=1e-4)     # zero-init CALA = No-KA, same draws
     assert set(e0["by_snr"]) == {"0.0", "20.0"}
+
+
+def test_checkpoint_and_counts(models, tmp_path):
+    _, cp, _, vp, z, x = models
+    frozen = tka.frozen_tree(cp, vp)
+    s = _setup("cala", models)
+    tr = tka.init_method(s, jax.random.key(5), cp, vp)
     tr = _perturb(tr, jax.random.key(3))
     path = str(tmp_path / "cala.safetensors")
     tka.save_checkpoint(path, s, tr)

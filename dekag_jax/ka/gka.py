@@ -152,11 +152,14 @@ def init_lora(pipe, key, *, rank: int, alpha: float, targets: str):
 
 
 def train_stage(pipe, data: Data, trainable: dict, frozen: dict, specs, *, epochs: int, batch: int, lr: float,
-                seed: int, log: Callable[[str], None] | None = None) -> tuple[dict, list[float]]:
+                seed: int, log: Callable[[str], None] | None = None,
+                on_epoch: Callable[[int, dict], None] | None = None) -> tuple[dict, list[float]]:
     """Run ``epochs`` passes over ``data`` (see the module doc) with Adam(lr); returns the trained
     ``trainable`` and the mean training loss of each epoch. One jitted step (``adapt.partition.
     make_step``: gradients for ``trainable`` only, trainable and optimiser state donated, the frozen
-    model an argument)."""
+    model an argument). ``on_epoch(epoch, trainable)`` (1-based) is called after every epoch, e.g.
+    to score training depths (Fig. 8) without retraining; it must not keep the arrays (they are
+    donated to the next step): copy what it needs."""
     if epochs < 0 or batch < 1 or not lr > 0:
         raise ValueError(f"train_stage: epochs={epochs} must be >= 0, batch={batch} >= 1, lr={lr} > 0")
     n = len(data.z)
@@ -184,6 +187,8 @@ def train_stage(pipe, data: Data, trainable: dict, frozen: dict, specs, *, epoch
             losses.append(loss)
             i += 1
         history.append(float(np.mean(jax.device_get(losses))))
+        if on_epoch is not None:
+            on_epoch(ep + 1, trainable)
         if log is not None and (ep == epochs - 1 or (ep + 1) % max(1, epochs // 5) == 0):
             log(f"  epoch {ep + 1}/{epochs}: train loss {history[-1]:.4f}")
     return trainable, history

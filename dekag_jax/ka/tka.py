@@ -552,7 +552,8 @@ def _parse(argv):
     from dekag_jax.errors import UsageError
 
     fv = flags.FlagValues()
-    cf = config_flags.DEFINE_config_file("config", None, "T-KA config (configs/tka.py[:variant])", flag_values=fv)
+    cf = config_flags.DEFINE_config_file("config", None, "T-KA config (configs/tka.py[:variant])", flag_values=fv,
+                                         sys_argv=["tka"] + list(argv))
     flags.DEFINE_string("workdir", None, "output folder (metrics.json, checkpoints)", flag_values=fv)
     flags.DEFINE_bool("debug", False, "show the full traceback of an error", flag_values=fv)
     path = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
