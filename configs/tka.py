@@ -64,6 +64,7 @@ def get_config(arg: str = "all"):
     c.train.batch = 20
     c.train.lr = 1e-3
     c.train.weight_decay = 0.0
+    c.train.gate_lr_mult = 1.0        # CALA gates' lr / lr (1: the paper's single lr; >1 a sweep knob)
     c.train.log_every = 25
 
     c.link = ml_collections.ConfigDict()      # as the pretraining (configs/jscc_pretrain.py)

@@ -30,8 +30,15 @@ def _psnr(a, b):
     return float(np.mean(-10 * np.log10(np.mean((np.asarray(a) - b) ** 2, axis=(1, 2, 3)))))
 
 
-@pytest.mark.parametrize("name", ["jscc_mt"])
-def test_shipped_codec_gates(name, heldout):
+_FNS = {}
+
+
+# (codec, lowest rate it was trained on, PSNR floor there, floor at 6/64). Measured at 10 dB / 300 ns
+# on 64 images x 4 realisations after training (float32): JSCC(MT) 23.2 (1/64) and 27.4 dB (6/64);
+# JSCC(AT) 24.9 (2/64; AT never sees 1/64, where it gives 19.6) and 27.3 dB.
+@pytest.mark.parametrize("name, low_rate, low_min, high_min", [("jscc_mt", "1/64", 21.0, 25.0),
+                                                               ("jscc_at", "2/64", 22.5, 25.0)])
+def test_shipped_codec_gates(name, low_rate, low_min, high_min, heldout):
     from dekag_jax.ka.codec_io import load_codec
     from dekag_jax.ka.transmission import ReceiveFn
 
@@ -41,17 +48,18 @@ def test_shipped_codec_gates(name, heldout):
                     f"{name.split('_')[1]} --ship")
     pipe, z, x, orig = heldout
     codec, params, _ = load_codec(str(path))
-    fn = ReceiveFn(codec, pipe.vae)
+    if codec.config not in _FNS:      # same architecture: one compiled chain for both codecs
+        _FNS[codec.config] = ReceiveFn(codec, pipe.vae)
+    fn = _FNS[codec.config]
 
     def psnr(rate, snr, ref):
         vals = [_psnr(fn(params, pipe.vae_params, z, jax.random.key(r), rate=rate, snr_db=snr,
                          delay_spread_s=300e-9)[1], ref) for r in range(2)]
         return float(np.mean(vals))
 
-    lo, hi = psnr("1/64", 10.0, x), psnr("6/64", 10.0, x)
-    # measured on 64 images x 4 realisations after training (float32): 23.2 and 27.4 dB
-    assert lo > 21.0 and hi > 25.0, (lo, hi)
-    assert hi > lo + 2.0, (lo, hi)
+    lo, hi = psnr(low_rate, 10.0, x), psnr("6/64", 10.0, x)
+    assert lo > low_min and hi > high_min, (lo, hi)
+    assert hi > lo + 1.0, (lo, hi)     # more symbols, better images
     # issue gate: at 20 dB and tau = 6/64, within 3 dB of the VAE's own reconstruction (vs originals)
     vae = _psnr(x, orig)
     top = psnr("6/64", 20.0, orig)

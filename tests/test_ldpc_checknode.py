@@ -177,7 +177,7 @@ def test_erased_bits_decide_zero():
     assert not np.asarray(res.bits).any() and np.asarray(res.ok).all()
 
 
-@pytest.mark.parametrize("schedule", ["flooding", "layered"])
+@pytest.mark.parametrize("schedule", ["flooding", pytest.param("layered", marks=pytest.mark.slow)])
 def test_empty_and_degree_one_check_rows(schedule):
     """An all-zero row checks nothing (same result as without it); a degree-1 row says its
     variable is 0 with certainty, whatever the channel says."""

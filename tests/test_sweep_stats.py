@@ -90,6 +90,15 @@ def test_ser_and_ber_within_confidence_bounds_of_theory(equalizer):
             # Floor on the standard error: binomial value at the theory (guards a zero sd).
             se = max(se, np.sqrt(t * (1 - t) / (R * K)))
             assert abs(mean - t) < 4.5 * se, f"{name} at {snr_db} dB: {mean:.5f} vs {t:.5f} (se {se:.1e})"
+    if equalizer == "mmse":
+        # MSE of the (biased) MMSE output, what a JSCC decoder receives: given the gain g,
+        # E|y - s|^2 = N0 / (g + N0) (P_s = 1), so over Rayleigh N0 e^N0 E1(N0), N0 = 1 / gamma.
+        for i, snr_db in enumerate(snrs):
+            n0 = 10 ** (-snr_db / 10)
+            t = n0 * np.exp(n0) * special.exp1(n0)
+            per_row = out["sse"][i] / K
+            mean, se = per_row.mean(), per_row.std(ddof=1) / np.sqrt(R)
+            assert abs(mean - t) < 4.5 * se, f"MSE at {snr_db} dB: {mean:.5f} vs {t:.5f} (se {se:.1e})"
     # BER is counted bit by bit: at 0 dB the BER/SER ratio is far from Gray's high-SNR 1/6.
     ratio = out["bit_err"][0].sum() / (6 * out["sym_err"][0].sum())
     assert abs(ratio - theory(0.0)[1] / theory(0.0)[0]) < 0.01 and ratio > 0.25, ratio

@@ -323,9 +323,12 @@ def run_subject(pipe, judges_fns, subject: str, config, *, workdir: str | None =
                                     guidance_scale=float(config.eval.guidance)))
     lora_loss = loss_fn_jit(pipe, specs)
 
+    samples: dict = {"cloud": scg.test_images[:8].astype(np.float32) / 255.0}
+
     def evaluate(name, mu=None, adapters=None):
         t = time.time()
         imgs = gen(scg.prompt, gen_seeds, None if mu is None else mu[0], adapters)
+        samples[name] = imgs[:8]
         out["scores"][name] = score_subject(judges_fns, imgs, scg.test_images)
         out["times_s"][f"eval_{name}"] = round(time.time() - t, 2)
         s = out["scores"][name]
@@ -370,7 +373,23 @@ def run_subject(pipe, judges_fns, subject: str, config, *, workdir: str | None =
             os.makedirs(d, exist_ok=True)
             AF.save_textual_inversion(d, metaword.DEFAULT_TOKEN, np.asarray(mu_star[0]))
             AF.save_lora(d, jax.device_get(tr["lora"]), specs)
+    if workdir:
+        _save_grid(os.path.join(workdir, subject, "samples.png"), samples)
     return out
+
+
+def _save_grid(path: str, rows: Mapping[str, np.ndarray]) -> None:
+    """One PNG: a row of (up to 8) images per method, in the order given (cloud test first)."""
+    from PIL import Image
+
+    width = max(len(r) for r in rows.values())
+    h, w = next(iter(rows.values())).shape[1:3]
+    grid = np.ones((len(rows) * h, width * w, 3), np.float32)
+    for i, r in enumerate(rows.values()):
+        for j, im in enumerate(r):
+            grid[i * h:(i + 1) * h, j * w:(j + 1) * w] = im
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray((np.clip(grid, 0, 1) * 255).round().astype(np.uint8)).save(path)
 
 
 def _mean_over_subjects(per_subject: dict, method: str) -> dict | None:

@@ -209,15 +209,19 @@ def make_step(setup: Setup, weights: LossWeights, grid, tx: optax.GradientTransf
 
 def train(setup: Setup, trainable, frozen, z, x, *, grid, weights: LossWeights, epochs: int, batch: int,
           lr: float, weight_decay: float = 0.0, seed: int = 0, log: Callable[[str], None] | None = None,
-          log_every: int = 25) -> tuple[dict, list[dict]]:
+          log_every: int = 25, gate_lr_mult: float = 1.0) -> tuple[dict, list[dict]]:
     """Epochs over the S_EG pairs (z [N, h, w, 4], x [N, H, W, 3]); shuffled per epoch, the last
-    partial batch dropped (one compiled shape). Returns ``(trainable, history)``: one row per step
+    partial batch dropped (one compiled shape). AdamW at ``lr`` (CALA's gates at ``lr * gate_lr_mult``:
+    1 is the paper's single learning rate). Returns ``(trainable, history)``: one row per step
     (``step, loss, psnr, ...``)."""
     if setup.method == "noka" or not jax.tree_util.tree_leaves(trainable):
         return trainable, []
     n = int(z.shape[0])
     batch = min(int(batch), n)
     tx = optax.adamw(lr, weight_decay=weight_decay)
+    if gate_lr_mult != 1.0 and setup.method == "cala":
+        tx = partition.optimizer({"train": tx, "gate": optax.adamw(lr * gate_lr_mult, weight_decay=weight_decay)},
+                                 [(r".*/gate_(kernel|bias)", "gate"), (r".*", "train")])
     opt_state = tx.init(trainable)
     step = make_step(setup, weights, grid, tx)
     rng = np.random.default_rng(seed)
@@ -500,7 +504,7 @@ def run(config, workdir: str, *, pipe=None, log: Callable[[str], None] = print) 
             trainable, hist = train(setup, trainable, frozen, z_tr, x_tr, grid=grid, weights=weights,
                                     epochs=config.train.epochs, batch=config.train.batch, lr=config.train.lr,
                                     weight_decay=config.train.weight_decay, seed=config.seed, log=log,
-                                    log_every=config.train.log_every)
+                                    log_every=config.train.log_every, gate_lr_mult=config.train.gate_lr_mult)
             t_train = time.time() - t0
             ckpt = os.path.join(workdir, sid, f"{m}.safetensors")
             if m != "noka":
