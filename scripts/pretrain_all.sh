@@ -22,4 +22,8 @@ wait "$DINO"
 # previous stage (the third is what ships). Each stage is one run of under 30 minutes here.
 python3 scripts/pretrain_unet.py --seed "$((SEED + 1))" --lr 3e-4 --init-from dekag_jax/world/assets/edge_pipeline/unet
 python3 scripts/pretrain_unet.py --seed "$((SEED + 2))" --lr 2e-4 --init-from dekag_jax/world/assets/edge_pipeline/unet
+# The JSCC codecs decode through the shipped VAE, so they come after it: JSCC(MT) at the paper's
+# pretraining condition (10 dB, 300 ns, all six rates), JSCC(AT) under the edge-user grid.
+python3 scripts/pretrain_jscc.py --config configs/jscc_pretrain.py:mt --ship
+python3 scripts/pretrain_jscc.py --config configs/jscc_pretrain.py:at --ship
 python3 -m dekag_jax.world.gates | tee dekag_jax/world/assets/training/gates.json
