@@ -57,6 +57,7 @@ def get_config(arg: str = "all"):
     c.adapter.rank = 16
     c.adapter.codec_targets = CODEC_TARGETS
     c.adapter.decoder_targets = ",".join(DECODER_FIRST_SIX)
+    c.adapter.cala_phi = "condition"  # "constant": CALA's gates see phi = 0 (condition-free control)
     c.adapter.fullft_decoder = True   # Full-FT updates the latent decoder too (reading in dekag_jax/ka/tka.py)
 
     c.train = ml_collections.ConfigDict()
@@ -87,7 +88,6 @@ def get_config(arg: str = "all"):
     c.eval = ml_collections.ConfigDict()
     c.eval.seed = 1234                # the same channel draws for every method
     c.eval.chunk = 250
-    c.eval.judges = False             # DINO/CLIP of received images vs the cloud test images (eq. 5)
 
     if arg == "paper":
         c.train.epochs = 1000

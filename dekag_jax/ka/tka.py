@@ -33,8 +33,8 @@ Pieces (each a pure function over plain pytrees, usable without the CLI):
   ``adapt.partition.make_step``: gradients for the trainable tree only, frozen model as argument.
 * ``evaluate``: received-image PSNR against x = f_LD(z) (the original decoder's image) on the 30
   ``eg_test`` latents for every condition of the grid, the same channel draws for every method
-  (fixed key per chunk), per condition and averaged over Phi_EU; optionally eq. 5's DINO/CLIP
-  scores of the received images against the subject's 10 cloud test images.
+  (fixed key per chunk), per condition and averaged over Phi_EU. (Eq. 5's DINO/CLIP scores of the
+  received images are not computed yet: ``return_images=True`` hands the images to a caller.)
 * ``save_checkpoint`` / ``load_checkpoint``: the trained tree as safetensors (float32), keys
   ``<group>/<kernel path>/<lora_A|lora_B|gate_kernel|gate_bias>`` or ``<group>/<param path>``.
 * ``adapter_counts`` / ``paper_size_counts``: parameter and fp16-byte counts and the ratio to the
@@ -83,6 +83,7 @@ class Setup:
     codec_specs: Mapping[str, lora.LoraSpec] | None = None
     dec_specs: Mapping[str, lora.LoraSpec] | None = None
     fullft_decoder: bool = True
+    cala_phi: str = "condition"   # "constant": every sample's gate input is 0 (a condition-free control)
 
 
 def _split_rules(targets) -> list[str]:
@@ -99,19 +100,21 @@ DECODER_FIRST_SIX = (r"decoder/conv_in/kernel", r"decoder/mid_block/resnets\.0/c
 
 def make_setup(method: str, codec, codec_params, vae, vae_params, *, link: LinkConfig = LinkConfig(),
                rank: int = 16, codec_targets=CODEC_TARGETS, decoder_targets=DECODER_FIRST_SIX,
-               fullft_decoder: bool = True) -> Setup:
+               fullft_decoder: bool = True, cala_phi: str = "condition") -> Setup:
     """A ``Setup`` for ``method``; LoRA/CALA specs from the target regexes.
 
     Kernels with fewer than ``rank`` outputs (f_JE's conv_out: 12, the reconstructor's conv_out: 4)
     are clamped to their full rank (alpha scaled along: alpha/r stays 1, the paper gives no alpha)."""
     if method not in METHODS:
         raise ValueError(f"unknown T-KA method {method!r}; expected one of {', '.join(METHODS)}")
+    if cala_phi not in ("condition", "constant"):
+        raise ValueError(f"cala_phi={cala_phi!r}; expected 'condition' or 'constant'")
     if method not in ("lora", "cala"):
         return Setup(method, codec, vae, link, fullft_decoder=bool(fullft_decoder))
     cs = lora.make_specs(codec_params, [(r, rank, rank) for r in _split_rules(codec_targets)], clamp_rank=True)
     dec_rules = _split_rules(decoder_targets)
     ds = lora.make_specs(vae_params, [(r, rank, rank) for r in dec_rules], clamp_rank=True) if dec_rules else {}
-    return Setup(method, codec, vae, link, cs, ds, bool(fullft_decoder))
+    return Setup(method, codec, vae, link, cs, ds, bool(fullft_decoder), cala_phi)
 
 
 def _dec_part(vae_params) -> dict:
@@ -147,6 +150,8 @@ def frozen_tree(codec_params, vae_params) -> dict:
 def phi_normalised(setup: Setup, n, snr_db, omega_index) -> jax.Array:
     """CALA's per-sample gate input ``[B, 3]`` from rate units n [B], gamma [B], omega index [B]."""
     omegas = jnp.asarray(np.asarray(setup.link.delay_spreads_s, np.float32))
+    if setup.cala_phi == "constant":   # the control: same gates and training, no condition information
+        return jnp.zeros((jnp.shape(n)[0], cala.D_PHI), jnp.float32)
     return cala.normalise_phi(jnp.asarray(n, jnp.float32) / 64.0, snr_db, omegas[jnp.asarray(omega_index)])
 
 
@@ -497,7 +502,7 @@ def run(config, workdir: str, *, pipe=None, log: Callable[[str], None] = print) 
             setup = make_setup(m, codec, codec_params, pipe.vae, pipe.vae_params, link=link,
                                rank=config.adapter.rank, codec_targets=config.adapter.codec_targets,
                                decoder_targets=config.adapter.decoder_targets,
-                               fullft_decoder=config.adapter.fullft_decoder)
+                               fullft_decoder=config.adapter.fullft_decoder, cala_phi=config.adapter.cala_phi)
             counts = adapter_counts(setup, codec_params, pipe.vae_params)
             res["counts"][m] = counts
             trainable = init_method(setup, jax.random.key(config.seed), codec_params, pipe.vae_params)
