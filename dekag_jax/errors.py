@@ -158,3 +158,49 @@ def remove_if_empty(created: list) -> None:
             os.rmdir(d)  # only succeeds if empty
         except OSError:
             break
+
+
+def parse_config_flags(argv, *, prog: str, what: str, example: str, define=None, usage: str = "",
+                       doc: str = ""):
+    """Parse ``--config FILE[:variant]`` with ``--config.FIELD=VALUE`` overrides (ml_collections)
+    plus the flags ``define(flags, fv)`` adds, validating before any work.
+
+    Returns ``(flag_values, config, config_path)``. Raises :class:`UsageError` (one line) for a
+    missing ``--config``, a config file that does not exist, an unknown flag or override, or a
+    config whose ``get_config`` rejects its argument. ``--help`` prints ``usage``, ``doc`` and the
+    flags, then exits 0. ``argv`` excludes the program name.
+    """
+    from absl import flags
+    from ml_collections import config_flags
+
+    argv = list(argv)
+    fv = flags.FlagValues()
+    # sys_argv: config_flags finds the --config.FIELD overrides there (default: sys.argv, which is
+    # not what main(argv) was given when called from Python).
+    config_flag = config_flags.DEFINE_config_file("config", None, f"{what} (python file with get_config())",
+                                                  flag_values=fv, sys_argv=[prog] + argv)
+    flags.DEFINE_bool("debug", False, "show the full traceback of an error", flag_values=fv)
+    if define is not None:
+        define(flags, fv)
+    if any(a in ("-h", "--help", "-help", "--helpfull") for a in argv):
+        print("\n\n".join(s for s in (f"usage: {usage}" if usage else "", doc.strip(),
+                                      f"flags:\n{fv.get_help()}") if s))
+        raise SystemExit(0)
+    path = None
+    for i, a in enumerate(argv):
+        if a.startswith("--config="):
+            path = a.split("=", 1)[1]
+        elif a == "--config" and i + 1 < len(argv):
+            path = argv[i + 1]
+    if path is None:
+        raise UsageError(f"--config is required (e.g. --config {example})")
+    if not os.path.isfile(path.split(":", 1)[0]):
+        raise UsageError(f"config file {path.split(':', 1)[0]!r} does not exist")
+    try:
+        fv([prog] + argv)
+        config = config_flag.value
+    except flags.Error as e:
+        raise UsageError(_one_line(e)) from None
+    except ValueError as e:
+        raise UsageError(f"config {path}: {_one_line(e)}") from None
+    return fv, config, path

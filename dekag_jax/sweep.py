@@ -300,52 +300,18 @@ _USAGE = """python -m dekag_jax.sweep --config CFG.py --out DIR [--config.FIELD=
                           [--max_points N] [--noprogress] [--debug]"""
 
 
-def _flag_values(argv=()):
-    from absl import flags
-    from ml_collections import config_flags
-
-    fv = flags.FlagValues()
-    # sys_argv: config_flags finds the --config.FIELD overrides there (default: sys.argv, which is
-    # not what main(argv) was given when called from Python)
-    config_flag = config_flags.DEFINE_config_file("config", None, "sweep config (python file "
-                                                  "with get_config())", flag_values=fv,
-                                                  sys_argv=["sweep"] + list(argv))
-    flags.DEFINE_string("out", None, "output directory (resumed if it exists)", flag_values=fv)
-    flags.DEFINE_integer("max_points", None, "stop after this many new conditions",
-                         flag_values=fv)
-    flags.DEFINE_bool("progress", True, "show a tqdm progress bar", flag_values=fv)
-    flags.DEFINE_bool("debug", False, "show the full traceback of an error", flag_values=fv)
-    return fv, config_flag
-
-
-def _config_path(argv) -> Optional[str]:
-    for i, a in enumerate(argv):
-        if a.startswith("--config="):
-            return a.split("=", 1)[1]
-        if a == "--config" and i + 1 < len(argv):
-            return argv[i + 1]
-    return None
-
-
 def _parse_args(argv):
     """Validate the command line and the config before any work (UsageError, one line)."""
-    from absl import flags
-    from dekag_jax.errors import UsageError
+    from dekag_jax.errors import UsageError, parse_config_flags
 
-    fv, config_flag = _flag_values(argv)
-    if any(a in ("-h", "--help", "-help", "--helpfull") for a in argv):
-        print(f"usage: {_USAGE}\n\n{__doc__.strip()}\n\nflags:\n{fv.get_help()}")
-        raise SystemExit(0)
-    path = _config_path(argv)
-    if path is None:
-        raise UsageError("--config is required (e.g. --config configs/sweep_default.py)")
-    if not os.path.isfile(path):
-        raise UsageError(f"config file {path!r} does not exist")
-    try:
-        fv(["sweep"] + list(argv))
-        config = config_flag.value
-    except flags.Error as e:
-        raise UsageError(str(e).strip().splitlines()[0]) from None
+    def define(flags, fv):
+        flags.DEFINE_string("out", None, "output directory (resumed if it exists)", flag_values=fv)
+        flags.DEFINE_integer("max_points", None, "stop after this many new conditions", flag_values=fv)
+        flags.DEFINE_bool("progress", True, "show a tqdm progress bar", flag_values=fv)
+
+    fv, config, path = parse_config_flags(argv, prog="sweep", what="sweep config",
+                                          example="configs/sweep_default.py", define=define,
+                                          usage=_USAGE, doc=__doc__)
     if fv.out is None:
         raise UsageError("--out is required (the output folder)")
     if fv.max_points is not None and fv.max_points < 0:

@@ -447,30 +447,13 @@ def format_table(res: dict) -> str:
 
 
 def _parse(argv):
-    from absl import flags
-    from ml_collections import config_flags
+    from dekag_jax.errors import UsageError, parse_config_flags
 
-    from dekag_jax.errors import UsageError
+    def define(flags, fv):
+        flags.DEFINE_string("workdir", None, "output folder (metrics.json, adapters)", flag_values=fv)
 
-    fv = flags.FlagValues()
-    cf = config_flags.DEFINE_config_file("config", None, "G-KA config (configs/gka.py[:variant])", flag_values=fv,
-                                         sys_argv=["gka"] + list(argv))
-    flags.DEFINE_string("workdir", None, "output folder (metrics.json, adapters)", flag_values=fv)
-    flags.DEFINE_bool("debug", False, "show the full traceback of an error", flag_values=fv)
-    path = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
-    if path is None and "--config" in argv and argv.index("--config") + 1 < len(argv):
-        path = argv[argv.index("--config") + 1]
-    if path is None:
-        raise UsageError("--config is required (e.g. --config configs/gka.py:smoke)")
-    if not os.path.isfile(path.split(":", 1)[0]):
-        raise UsageError(f"config file {path.split(':', 1)[0]!r} does not exist")
-    try:
-        fv(["gka"] + list(argv))
-        config = cf.value
-    except flags.Error as e:
-        raise UsageError(str(e).strip().splitlines()[0]) from None
-    except ValueError as e:
-        raise UsageError(f"config {path}: {e}") from None
+    fv, config, _ = parse_config_flags(argv, prog="gka", what="G-KA config (configs/gka.py[:variant])",
+                                       example="configs/gka.py:smoke", define=define)
     if fv.workdir is None:
         raise UsageError("--workdir is required (the output folder)")
     bad = [m for m in str(config.methods).split(",") if m and m not in METHODS]
