@@ -106,14 +106,20 @@ def cloud_images(source: str, subject: str, split: str, size: int) -> np.ndarray
     raise ValueError(f"unknown S_CG source {source!r}; use 'world' or 'folder:<dir>'")
 
 
-def vae_fingerprint(pipe) -> str:
-    """sha1 (12 hex) of the VAE weights: the cache key of encoded latents."""
+def params_fingerprint(*trees) -> str:
+    """sha1 (12 hex) of parameter trees (shapes, dtypes and values): a cache key that changes
+    whenever the model that produced the cached arrays does."""
     h = hashlib.sha1()
-    for leaf in jax.tree_util.tree_leaves(pipe.vae_params):
+    for leaf in jax.tree_util.tree_leaves(trees):
         a = np.asarray(leaf)
         h.update(str(a.shape).encode() + str(a.dtype).encode())
         h.update(a.tobytes())
     return h.hexdigest()[:12]
+
+
+def vae_fingerprint(pipe) -> str:
+    """The cache key of encoded latents: the fingerprint of the VAE weights."""
+    return params_fingerprint(pipe.vae_params)
 
 
 def _prompt_of(subject: str, prompt: str | None) -> str:

@@ -64,7 +64,8 @@ from dekag_jax.weights.convert import flatten, unflatten
 
 __all__ = ["METHODS", "Setup", "make_setup", "init_method", "forward", "make_loss", "make_step", "train",
            "evaluate", "edge_latents", "save_checkpoint", "load_checkpoint", "adapter_counts", "paper_size_counts",
-           "grid_from_config", "run", "main"]
+           "grid_from_config", "run", "main", "frozen_tree", "phi_normalised", "cached_edge_latents",
+           "load_codec_for", "format_table", "CODEC_TARGETS", "DECODER_FIRST_SIX"]
 
 METHODS = ("noka", "lora", "cala", "fullft")
 _LORA_GROUPS = ("codec_lora", "dec_lora")
@@ -329,13 +330,18 @@ def edge_latents(pipe, prompt: str, seeds: Sequence[int], *, num_steps: int = 50
 def cached_edge_latents(pipe, subject: str, split: str, n: int, *, num_steps: int, guidance: float,
                         cache_dir: str, log: Callable[[str], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``edge_latents`` for the first ``n`` seeds of a subject's split, cached in
-    ``cache_dir/<subject>_<split>_n<n>_s<steps>_g<guidance>.npz`` (z, x, seeds, prompt)."""
+    ``cache_dir/<subject>_<split>_n<n>_s<steps>_g<guidance>_<model>.npz`` (z, x, seeds, prompt),
+    where ``<model>`` fingerprints the pipeline's UNet, text encoder and VAE: an aligned edge model
+    (G-KA's merged LoRA) never reads the shipped model's latents."""
+    from dekag_jax.ka.scg import params_fingerprint
     from dekag_jax.world.splits import split_seeds
     from dekag_jax.world.subjects import get_subject
 
     sub = get_subject(subject)
     seeds = split_seeds(sub, split)[:int(n)]
-    path = os.path.join(cache_dir, f"{sub.id}_{split}_n{len(seeds)}_s{int(num_steps)}_g{float(guidance):g}.npz")
+    model = params_fingerprint(pipe.unet_params, pipe.text_params, pipe.vae_params)
+    path = os.path.join(cache_dir, f"{sub.id}_{split}_n{len(seeds)}_s{int(num_steps)}_g{float(guidance):g}"
+                                   f"_{model}.npz")
     if os.path.isfile(path):
         d = np.load(path, allow_pickle=False)
         if list(d["seeds"]) == list(seeds):
@@ -344,7 +350,7 @@ def cached_edge_latents(pipe, subject: str, split: str, n: int, *, num_steps: in
     z, x = edge_latents(pipe, sub.prompt, seeds, num_steps=num_steps, guidance=guidance)
     os.makedirs(cache_dir, exist_ok=True)
     np.savez(path, z=z, x=x, seeds=np.asarray(seeds), prompt=np.asarray(sub.prompt),
-             source=np.asarray("shipped edge pipeline, plain subject prompt (no G-KA)"))
+             source=np.asarray(f"edge pipeline {model}, plain subject prompt"))
     if log:
         log(f"S_EG {sub.id}/{split}: {len(seeds)} latents in {time.time() - t0:.1f} s -> {path}")
     return z, x
@@ -555,30 +561,13 @@ def format_table(res: dict) -> str:
 
 
 def _parse(argv):
-    from absl import flags
-    from ml_collections import config_flags
+    from dekag_jax.errors import UsageError, parse_config_flags
 
-    from dekag_jax.errors import UsageError
+    def define(flags, fv):
+        flags.DEFINE_string("workdir", None, "output folder (metrics.json, checkpoints)", flag_values=fv)
 
-    fv = flags.FlagValues()
-    cf = config_flags.DEFINE_config_file("config", None, "T-KA config (configs/tka.py[:variant])", flag_values=fv,
-                                         sys_argv=["tka"] + list(argv))
-    flags.DEFINE_string("workdir", None, "output folder (metrics.json, checkpoints)", flag_values=fv)
-    flags.DEFINE_bool("debug", False, "show the full traceback of an error", flag_values=fv)
-    path = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
-    if path is None and "--config" in argv and argv.index("--config") + 1 < len(argv):
-        path = argv[argv.index("--config") + 1]
-    if path is None:
-        raise UsageError("--config is required (e.g. --config configs/tka.py:smoke)")
-    if not os.path.isfile(path.split(":", 1)[0]):
-        raise UsageError(f"config file {path.split(':', 1)[0]!r} does not exist")
-    try:
-        fv(["tka"] + list(argv))
-        config = cf.value
-    except flags.Error as e:
-        raise UsageError(str(e).strip().splitlines()[0]) from None
-    except ValueError as e:
-        raise UsageError(f"config {path}: {e}") from None
+    fv, config, _ = parse_config_flags(argv, prog="tka", what="T-KA config (configs/tka.py[:variant])",
+                                       example="configs/tka.py:smoke", define=define)
     if fv.workdir is None:
         raise UsageError("--workdir is required (the output folder)")
     bad = [m for m in str(config.methods).split(",") if m and m not in METHODS]
