@@ -60,7 +60,8 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-from dekag_jax.models.layers import ResnetBlock2D, VAEAttention, conv, group_norm, silu
+from dekag_jax.models.layers import conv, group_norm, silu
+from dekag_jax.models.vae import DownEncoderBlock2D, UNetMidBlock2D, UpDecoderBlock2D
 
 Dtype = Any
 
@@ -204,45 +205,6 @@ def pad_from_symbols(symbols: jax.Array, latent_hw: tuple[int, int], code_channe
 # ----------------------------------------------------------------------------- modules
 
 
-class _MidBlock(nn.Module):
-    """The SD-VAE ``UNetMidBlock2D``: resnets.0 -> attentions.0 -> resnets.1 (no time embedding)."""
-
-    norm_num_groups: int
-    add_attention: bool = True
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x):
-        d, pd, g = self.dtype, self.param_dtype, self.norm_num_groups
-        c = x.shape[-1]
-        x = ResnetBlock2D(out_channels=c, groups=g, eps=1e-6, has_temb=False, dtype=d, param_dtype=pd,
-                          name="resnets.0")(x)
-        if self.add_attention:
-            # one head of width c, as SD's VAE (attention_head_dim = c)
-            x = VAEAttention(attention_head_dim=c, norm_num_groups=g, eps=1e-6, dtype=d, param_dtype=pd,
-                             name="attentions.0")(x)
-        return ResnetBlock2D(out_channels=c, groups=g, eps=1e-6, has_temb=False, dtype=d, param_dtype=pd,
-                             name="resnets.1")(x)
-
-
-class _Block(nn.Module):
-    """``DownEncoderBlock2D`` / ``UpDecoderBlock2D`` of the single level: resnets only (no stride)."""
-
-    out_channels: int
-    num_layers: int
-    norm_num_groups: int
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x):
-        for i in range(self.num_layers):
-            x = ResnetBlock2D(out_channels=self.out_channels, groups=self.norm_num_groups, eps=1e-6, has_temb=False,
-                              dtype=self.dtype, param_dtype=self.param_dtype, name=f"resnets.{i}")(x)
-        return x
-
-
 class JSCCEncoder(nn.Module):
     """f_JE: latents z [B, h, w, latent_channels] -> real code [B, h, w, code_channels]."""
 
@@ -255,10 +217,11 @@ class JSCCEncoder(nn.Module):
         cfg, d, pd = self.config, self.dtype, self.param_dtype
         c, g = cfg.block_out_channels[0], cfg.norm_num_groups
         x = conv(c, 3, "conv_in", d, pd)(z.astype(d))
-        x = _Block(out_channels=c, num_layers=cfg.layers_per_block, norm_num_groups=g, dtype=d, param_dtype=pd,
-                   name="down_blocks.0")(x)
-        x = _MidBlock(norm_num_groups=g, add_attention=cfg.mid_block_add_attention, dtype=d, param_dtype=pd,
-                      name="mid_block")(x)
+        # The single level of the SD-VAE hierarchy, without its stride-2 layer (see module docstring).
+        x = DownEncoderBlock2D(out_channels=c, num_layers=cfg.layers_per_block, add_downsample=False,
+                               norm_num_groups=g, dtype=d, param_dtype=pd, name="down_blocks.0")(x)
+        x = UNetMidBlock2D(norm_num_groups=g, add_attention=cfg.mid_block_add_attention, dtype=d, param_dtype=pd,
+                           name="mid_block")(x)
         x = silu(group_norm(g, 1e-6, "conv_norm_out", d, pd)(x))
         return conv(cfg.code_channels, 3, "conv_out", d, pd)(x)
 
@@ -275,10 +238,10 @@ class LatentReconstructor(nn.Module):
         cfg, d, pd = self.config, self.dtype, self.param_dtype
         c, g = cfg.block_out_channels[0], cfg.norm_num_groups
         x = conv(c, 3, "conv_in", d, pd)(code.astype(d))
-        x = _MidBlock(norm_num_groups=g, add_attention=cfg.mid_block_add_attention, dtype=d, param_dtype=pd,
-                      name="mid_block")(x)
-        x = _Block(out_channels=c, num_layers=cfg.layers_per_block + 1, norm_num_groups=g, dtype=d, param_dtype=pd,
-                   name="up_blocks.0")(x)
+        x = UNetMidBlock2D(norm_num_groups=g, add_attention=cfg.mid_block_add_attention, dtype=d, param_dtype=pd,
+                           name="mid_block")(x)
+        x = UpDecoderBlock2D(out_channels=c, num_layers=cfg.layers_per_block + 1, add_upsample=False,
+                             norm_num_groups=g, dtype=d, param_dtype=pd, name="up_blocks.0")(x)
         x = silu(group_norm(g, 1e-6, "conv_norm_out", d, pd)(x))
         return conv(cfg.latent_channels, 3, "conv_out", d, pd)(x)
 
