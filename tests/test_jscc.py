@@ -120,7 +120,7 @@ def test_bad_snr_and_delay_spread_are_clear():
         check_snr_db("loud")
     with pytest.raises(ValueError, match="did you mean 3000 ns"):
         delay_spread_index(3000.0)
-    with pytest.raises(ValueError, match="not on the channel's grid"):
+    with pytest.raises(ValueError, match="not on the cached factor grid"):
         delay_spread_index(100e-9)
     with pytest.raises(ValueError, match="finite and > 0"):
         delay_spread_index(-300e-9)
