@@ -49,13 +49,15 @@ def optimizer(transforms: Mapping[str, optax.GradientTransformation] | optax.Gra
 
 
 def make_step(loss_fn: Callable[..., Any], tx: optax.GradientTransformation, *, has_aux: bool = False,
-              donate: bool = True) -> Callable[..., Any]:
+              donate: bool = True, in_shardings: Any = None, out_shardings: Any = None) -> Callable[..., Any]:
     """A jitted ``step(trainable, opt_state, frozen, *batch) -> (trainable, opt_state, loss[, aux])``.
 
     ``loss_fn(trainable, frozen, *batch)`` returns the scalar loss (or ``(loss, aux)`` with
     ``has_aux``). Gradients w.r.t. ``trainable`` only; ``frozen`` is an argument (not donated,
     reused every step). ``trainable`` and ``opt_state`` are donated: their buffers are reused for
-    the new ones. Initialise ``opt_state = tx.init(trainable)``.
+    the new ones. Initialise ``opt_state = tx.init(trainable)``. ``in_shardings`` / ``out_shardings``
+    (pytree prefixes of the arguments / outputs, e.g. data-parallel over a mesh) go to ``jax.jit``
+    when given; left out, jit follows the arguments' placement.
     """
     def step(trainable, opt_state, frozen, *batch):
         out, grads = jax.value_and_grad(loss_fn, has_aux=has_aux)(trainable, frozen, *batch)
@@ -66,7 +68,8 @@ def make_step(loss_fn: Callable[..., Any], tx: optax.GradientTransformation, *, 
             return trainable, opt_state, loss, aux
         return trainable, opt_state, out
 
-    return jax.jit(step, donate_argnums=(0, 1) if donate else ())
+    kw = {k: v for k, v in (("in_shardings", in_shardings), ("out_shardings", out_shardings)) if v is not None}
+    return jax.jit(step, donate_argnums=(0, 1) if donate else (), **kw)
 
 
 def tree_size(tree: Any) -> int:

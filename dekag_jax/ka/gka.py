@@ -55,6 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from dekag_jax import parallel
 from dekag_jax.adapt import lora, metaword, partition
 from dekag_jax.diffusion.generate import sample_latents, vae_decode
 from dekag_jax.diffusion.schedules import diffusion_loss
@@ -153,26 +154,52 @@ def init_lora(pipe, key, *, rank: int, alpha: float, targets: str):
 
 def train_stage(pipe, data: Data, trainable: dict, frozen: dict, specs, *, epochs: int, batch: int, lr: float,
                 seed: int, log: Callable[[str], None] | None = None,
-                on_epoch: Callable[[int, dict], None] | None = None) -> tuple[dict, list[float]]:
+                on_epoch: Callable[[int, dict], None] | None = None, mesh=None) -> tuple[dict, list[float]]:
     """Run ``epochs`` passes over ``data`` (see the module doc) with Adam(lr); returns the trained
     ``trainable`` and the mean training loss of each epoch. One jitted step (``adapt.partition.
     make_step``: gradients for ``trainable`` only, trainable and optimiser state donated, the frozen
     model an argument). ``on_epoch(epoch, trainable)`` (1-based) is called after every epoch, e.g.
     to score training depths (Fig. 8) without retraining; it must not keep the arrays (they are
-    donated to the next step): copy what it needs."""
+    donated to the next step): copy what it needs.
+
+    ``mesh`` (a ``jax.sharding.Mesh`` with the axis ``parallel.DATA_AXIS``): data parallelism. The
+    per-sample batch (z0, sid, t, eps) is split over the axis (``parallel.data_sharding``); trainable,
+    optimiser state, frozen model and the prompts' ids are replicated (``parallel.replicated_sharding``);
+    the step is jitted with these explicit in/out shardings and keeps its donation. The same
+    (t, eps) and sample order are drawn as without a mesh, so only the reduction order differs.
+    ``batch`` must be divisible by the axis size."""
     if epochs < 0 or batch < 1 or not lr > 0:
         raise ValueError(f"train_stage: epochs={epochs} must be >= 0, batch={batch} >= 1, lr={lr} > 0")
     n = len(data.z)
     tx = optax.adam(lr)
-    step = _cached(pipe, ("step", _specs_key(specs), float(lr)), lambda: partition.make_step(make_loss(pipe, specs), tx))
+    shard_kw: dict = {}
+    if mesh is not None:
+        ndev = dict(mesh.shape).get(parallel.DATA_AXIS)
+        if ndev is None:
+            raise ValueError(f"train_stage: the mesh has no axis {parallel.DATA_AXIS!r} (axes {tuple(mesh.shape)})")
+        if batch % ndev:
+            raise ValueError(f"train_stage: batch={batch} is not divisible by the {ndev} devices of the mesh "
+                             f"axis {parallel.DATA_AXIS!r}")
+        rep, dat = parallel.replicated_sharding(mesh), parallel.data_sharding(mesh)
+        # step(trainable, opt_state, frozen, z0, sid, ids, t, noise) -> (trainable, opt_state, loss)
+        shard_kw = dict(in_shardings=(rep, rep, rep, dat, dat, rep, dat, dat), out_shardings=(rep, rep, rep))
+    step = _cached(pipe, ("step", _specs_key(specs), float(lr), mesh),
+                   lambda: partition.make_step(make_loss(pipe, specs), tx, **shard_kw))
     # donation would delete the caller's arrays: train on a copy
     trainable = jax.tree.map(lambda x: jnp.array(x, copy=True), trainable)
+    if mesh is not None:
+        trainable, frozen = jax.device_put(trainable, rep), jax.device_put(frozen, rep)
     opt_state = tx.init(trainable)
+    if mesh is not None:
+        opt_state = jax.device_put(opt_state, rep)
     rng = np.random.default_rng(seed)
     key = jax.random.key(seed)
     steps_per_epoch = -(-n // batch)
     order = np.empty(0, np.int64)
-    z_all, sid_all, ids = jnp.asarray(data.z), jnp.asarray(data.sid), jnp.asarray(data.ids)
+    if mesh is None:
+        z_all, sid_all, ids = jnp.asarray(data.z), jnp.asarray(data.sid), jnp.asarray(data.ids)
+    else:  # gathered on the host, then split over the mesh per step
+        z_all, sid_all, ids = np.asarray(data.z), np.asarray(data.sid), jax.device_put(jnp.asarray(data.ids), rep)
     draw = jax.jit(lambda k: _draw(k, batch, data.z.shape[1:], pipe.schedule.num_train_timesteps))
     history: list[float] = []
     i = 0
@@ -183,7 +210,10 @@ def train_stage(pipe, data: Data, trainable: dict, frozen: dict, specs, *, epoch
                 order = np.concatenate([order, rng.permutation(n)])
             idx, order = order[:batch], order[batch:]
             t, noise = draw(jax.random.fold_in(key, i))
-            trainable, opt_state, loss = step(trainable, opt_state, frozen, z_all[idx], sid_all[idx], ids, t, noise)
+            z0, sid = z_all[idx], sid_all[idx]
+            if mesh is not None:
+                z0, sid, t, noise = parallel.shard_batch((z0, sid, t, noise), mesh)
+            trainable, opt_state, loss = step(trainable, opt_state, frozen, z0, sid, ids, t, noise)
             losses.append(loss)
             i += 1
         history.append(float(np.mean(jax.device_get(losses))))
