@@ -48,7 +48,7 @@ import json
 import os
 import sys
 import time
-from typing import Any, Callable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -477,35 +477,18 @@ def format_table(res: dict) -> str:
 
 
 def _parse(argv):
-    from dekag_jax.errors import UsageError, parse_config_flags
+    from dekag_jax.ka.command import parse_stage_args
 
-    def define(flags, fv):
-        flags.DEFINE_string("workdir", None, "output folder (metrics.json, adapters)", flag_values=fv)
-
-    fv, config, _ = parse_config_flags(argv, prog="gka", what="G-KA config (configs/gka.py[:variant])",
-                                       example="configs/gka.py:smoke", define=define)
-    if fv.workdir is None:
-        raise UsageError("--workdir is required (the output folder)")
-    bad = [m for m in str(config.methods).split(",") if m and m not in METHODS]
-    if bad:
-        raise UsageError(f"config.methods: unknown {bad}; known {list(METHODS)}")
-    return fv, config
+    return parse_stage_args(argv, prog="gka", what="G-KA config (configs/gka.py[:variant])",
+                            example="configs/gka.py:smoke", methods=METHODS)
 
 
 def main(argv=None) -> int:
     """``python -m dekag_jax.ka.gka --config configs/gka.py[:variant] --workdir DIR``."""
-    from dekag_jax.errors import prepare_output_dir
+    from dekag_jax.ka.command import run_stage
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    fv, config = _parse(argv)
-    prepare_output_dir(fv.workdir)
-    from dekag_jax import runtime
-
-    runtime.setup()
-    res = run(config, fv.workdir, log=lambda m: print(m, flush=True))
-    print(format_table(res))
-    print(f"wrote {os.path.join(fv.workdir, 'metrics.json')} ({res['seconds']} s)")
-    return 0
+    fv, config = _parse(list(sys.argv[1:] if argv is None else argv))
+    return run_stage(fv, config, run, format_table)
 
 
 if __name__ == "__main__":
