@@ -6,6 +6,12 @@ Variants (``get_config(arg)``):
     building, as the paper's Fig. 4).
   * ``ti``: LB, TI (eq. 8 alone) and UB.  * ``db``: LB, DB (LoRA with the random metaword) and UB.
   * ``smoke``: every method, one subject, 2 epochs per stage, 5 DDIM steps, 4 images (a wiring check).
+  * ``multi``: the paper's Fig. 7 pair (human_00, animal_00), LB and MAKD per subject; the two-subject
+    study (multi-subject LoRA, per-subject MAKD, multi-subject MAKD) runs from it with
+    ``scripts/gka_studies.py --study fig7`` (``ka/gka_studies.run_multi``).
+
+``studies``: settings of the Fig. 7-9 studies (``scripts/gka_studies.py``): the subject, the checkpoint
+depths of Fig. 8, ranks and bits of Fig. 9, and their (smaller) image count and DDIM steps.
 
 An epoch is one pass over a subject's S_CG (40 latents). The paper trains each stage for 4,000
 epochs (lr 5e-4 for the metaword, 1e-4 for the LoRA); that is far beyond a shared 2-core CPU, so the
@@ -17,13 +23,14 @@ import ml_collections
 
 
 def get_config(arg: str = "makd"):
-    if arg not in ("makd", "ti", "db", "smoke"):
-        raise ValueError(f"configs/gka.py: variant {arg!r}; expected 'makd', 'ti', 'db' or 'smoke'")
+    if arg not in ("makd", "ti", "db", "smoke", "multi"):
+        raise ValueError(f"configs/gka.py: variant {arg!r}; expected 'makd', 'ti', 'db', 'smoke' or 'multi'")
     c = ml_collections.ConfigDict()
     c.variant = arg
     c.seed = 0
     c.subjects = "human_00,animal_00,building_00"
-    c.methods = {"makd": "lb,ti,db,makd,ub", "ti": "lb,ti,ub", "db": "lb,db,ub", "smoke": "lb,ti,db,makd,ub"}[arg]
+    c.methods = {"makd": "lb,ti,db,makd,ub", "ti": "lb,ti,ub", "db": "lb,db,ub", "smoke": "lb,ti,db,makd,ub",
+                 "multi": "lb,makd,ub"}[arg]
 
     c.scg = ml_collections.ConfigDict()
     c.scg.source = "world"            # or "folder:<dir>" (<dir>/<subject>/cg_train|cg_test/*.png)
@@ -49,6 +56,18 @@ def get_config(arg: str = "makd"):
     c.eval.num_steps = 50             # DDIM
     c.eval.guidance = 7.5
     c.eval.loss_repeats = 4           # fixed eq. 6 evaluation batch: 4 (t, eps) draws per S_CG latent
+    c.eval.fid = True                 # FID and KID (DINO-judge features) against the subject's 50 cloud images
+
+    c.studies = ml_collections.ConfigDict()    # Figs. 7-9 (ka/gka_studies.py, scripts/gka_studies.py)
+    c.studies.subject = "human_00"             # Figs. 8 and 9 (one subject, as the paper's figures)
+    c.studies.multi_subjects = "human_00,animal_00"   # Fig. 7: the paper's human and animal pair
+    c.studies.metaword_epochs = "0,5,15,30,60"        # Fig. 8 checkpoints (one run, scored at each)
+    c.studies.lora_epochs = "0,2,5,10,20,30"
+    c.studies.n_heldout = 8                    # Fig. 8's automatic pick: S_CG images held out of training
+    c.studies.ranks = "1,2,4,8"                # Fig. 9
+    c.studies.bits = "16,8,4,2"
+    c.studies.n_images = 10                    # eq. 5 images per point (the table uses eval.n_images)
+    c.studies.num_steps = 25                   # DDIM steps per point
 
     if arg == "smoke":
         c.subjects = "animal_00"
@@ -57,5 +76,7 @@ def get_config(arg: str = "makd"):
         c.eval.n_images = 4
         c.eval.num_steps = 5
         c.eval.loss_repeats = 1
+    if arg == "multi":
+        c.subjects = "human_00,animal_00"
     c.lock()
     return c

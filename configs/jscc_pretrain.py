@@ -9,7 +9,16 @@ Variants (``get_config(arg)``):
     with the target subjects' latents.
   * ``at`` JSCC(AT): pretrained under Phi_EU itself (tau in {2..6}/64, gamma in {0, 5, .., 20} dB,
     omega in {30, 300, 3000} ns): only the data is misaligned.
-  * ``smoke``: ``mt`` at test size (a few steps, small corpus).
+  * ``rc`` RC-JSCC [55] and ``vjmae`` VJ-MAE [56] (``models/adaptive_jscc.py``): pretrained under
+    Phi_EU's SNRs and delay spreads, their own rate policies deciding tau (``rates`` below is not
+    used by them). RC-JSCC: Gumbel temperature annealed exponentially from
+    ``adaptive.temperature_start`` to ``adaptive.temperature_end``, rate term ``adaptive.rate_weight``
+    per group sent (lambda; the paper of [55] gives none for our loss scale: 0.004 per group is
+    about a tenth of the eq. 4 distortion gain of going from 2/64 to 6/64 at 10 dB, so the policy
+    trades rate for quality without collapsing to one end). VJ-MAE: entropy thresholds calibrated
+    on the training latents before training; ``adaptive.mae_random_prob`` of the samples get a
+    uniform random rate (MAE-style masking).
+  * ``smoke`` (``mt``), ``rc_smoke``, ``vjmae_smoke``: at test size (a few steps, small corpus).
 Each sample of a batch draws its own (tau, gamma, omega) uniformly from the grids.
 
 Loss weights (eq. 4 (i)-(iv)): the paper gives none. Latent MSE 1 (latents have unit std), image
@@ -21,11 +30,15 @@ import ml_collections
 
 
 def get_config(arg: str = "mt"):
-    if arg not in ("mt", "at", "smoke"):
-        raise ValueError(f"configs/jscc_pretrain.py: variant {arg!r}; expected 'mt', 'at' or 'smoke'")
+    names = {"mt": "jscc_mt", "at": "jscc_at", "smoke": "jscc_smoke", "rc": "rc_jscc", "vjmae": "vj_mae",
+             "rc_smoke": "rc_jscc_smoke", "vjmae_smoke": "vj_mae_smoke"}
+    if arg not in names:
+        raise ValueError(f"configs/jscc_pretrain.py: variant {arg!r}; expected one of {', '.join(names)}")
     c = ml_collections.ConfigDict()
     c.variant = arg
-    c.name = {"mt": "jscc_mt", "at": "jscc_at", "smoke": "jscc_smoke"}[arg]
+    c.name = names[arg]
+    # which codec: "jscc" (JSCC(MT/AT)), "rc" (RC-JSCC) or "vjmae" (VJ-MAE)
+    c.kind = "rc" if arg.startswith("rc") else ("vjmae" if arg.startswith("vjmae") else "jscc")
     c.codec = "tiny"                  # models.jscc.JSCCConfig.named(...)
     c.seed = 0
     c.steps = 700                     # ~13 min on the 2-core CPU at load ~10 (the shipped runs)
@@ -44,7 +57,7 @@ def get_config(arg: str = "mt"):
     c.data.posterior_sample = False   # latents = scaling * posterior mean (as the edge pipeline encodes)
 
     c.conditions = ml_collections.ConfigDict()
-    if arg == "at":
+    if arg != "mt" and arg != "smoke":   # at, rc, vjmae (+ smokes): Phi_EU
         c.conditions.rates = "2/64,3/64,4/64,5/64,6/64"
         c.conditions.snrs_db = (0.0, 5.0, 10.0, 15.0, 20.0)
         c.conditions.delay_spreads_ns = (30.0, 300.0, 3000.0)
@@ -67,12 +80,19 @@ def get_config(arg: str = "mt"):
     c.loss.constellation = 0.05
     c.loss.perceptual_network = "edge_vae_encoder"   # or "none"
 
+    c.adaptive = ml_collections.ConfigDict()   # RC-JSCC / VJ-MAE only
+    c.adaptive.base_units = 2           # always-sent complex channels: tau >= 2/64 (Phi_EU's smallest rate)
+    c.adaptive.rate_weight = 0.004      # RC-JSCC lambda per group sent
+    c.adaptive.temperature_start = 2.0  # RC-JSCC Gumbel-softmax temperature, annealed exponentially
+    c.adaptive.temperature_end = 0.3
+    c.adaptive.mae_random_prob = 0.5    # VJ-MAE: share of samples with a random rate
+
     c.eval = ml_collections.ConfigDict()
     c.eval.snr_db = 10.0
     c.eval.delay_spread_ns = 300.0
     c.eval.repeats = 4                # channel realisations per held-out image and rate
 
-    if arg == "smoke":
+    if arg.endswith("smoke"):
         c.steps = 4
         c.batch = 4
         c.checkpoint_every = 2

@@ -48,6 +48,12 @@ class UsageError(Exception):
     """Bad command-line input. ``cli_main`` prints ``error: <message>`` (one line) and exits 2."""
 
 
+class NonFiniteLossError(FloatingPointError):
+    """A training loss became NaN or infinite. Raised by the training loops (``ka.gka.train_stage``,
+    ``ka.tka.train``); the main job re-raises it naming the stage and subject (exit status 1),
+    keeping every finished stage."""
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """``argparse.ArgumentParser`` whose errors are one line (a :class:`UsageError`, exit 2 under
     :func:`cli_main`) instead of usage text plus a message, with a ``--debug`` flag (tracebacks)."""

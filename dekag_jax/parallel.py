@@ -14,6 +14,11 @@ environment describes a multi-process job: explicit ``JAX_COORDINATOR_ADDRESS`` 
 ``JAX_NUM_PROCESSES`` + ``JAX_PROCESS_ID`` (optionally ``JAX_LOCAL_DEVICE_IDS``), or a SLURM /
 Open MPI launch with more than one task (JAX's own cluster auto-detection then fills in the
 details). Single-process runs are untouched.
+
+Several processes on one machine (testing multi-host code without a cluster): :func:`launch_local`
+starts N copies of a command with those variables and N x D forced host CPU devices
+(``scripts/run_distributed.py`` is its command line); JAX's CPU collectives (gloo, the default of
+the pinned jax) carry the cross-process reductions.
 """
 from __future__ import annotations
 
@@ -32,8 +37,11 @@ __all__ = [
     "replicated_sharding",
     "pad_to_multiple",
     "shard_batch",
+    "shard_local_batch",
+    "replicate",
     "to_host",
     "is_main_process",
+    "launch_local",
 ]
 
 DATA_AXIS = "data"
@@ -119,6 +127,44 @@ def shard_batch(x, mesh: Mesh, axis_name: str = DATA_AXIS):
     return jax.tree.map(put, x)
 
 
+def shard_local_batch(x, mesh: Mesh, axis_name: str = DATA_AXIS):
+    """Assemble a global batch from each process's OWN rows (``x`` = this process's slice, leading
+    axis ``n_local``): the global array has ``n_local * process_count`` rows, process p's rows at
+    ``[p * n_local, (p + 1) * n_local)`` (``jax.make_array_from_process_local_data``), split over
+    ``axis_name``. Use it when every host loads a different part of the data; :func:`shard_batch`
+    when every host holds the same global value. ``n_local`` must be divisible by the process's
+    devices on the axis. Pytrees of arrays are accepted."""
+    sh = data_sharding(mesh, axis_name)
+    n_local_dev = len([d for d in mesh.devices.reshape(-1) if d.process_index == jax.process_index()])
+
+    def put(a):
+        a = np.asarray(a)
+        if a.ndim == 0 or a.shape[0] % max(n_local_dev, 1):
+            raise ValueError(f"shard_local_batch: leading axis of shape {a.shape} is not divisible by "
+                             f"this process's {n_local_dev} devices of mesh axis {axis_name!r}")
+        return jax.make_array_from_process_local_data(sh, a)
+
+    return jax.tree.map(put, x)
+
+
+def replicate(tree, mesh: Mesh):
+    """Place a pytree fully replicated on ``mesh`` (parameters, optimiser state). Leaves already so
+    placed are kept as they are. With several processes, a leaf committed to one local device
+    cannot move across hosts (the CPU backend has no cross-host transfers), so it goes through
+    host memory; every process must hold the same value (as for :func:`shard_batch`)."""
+    sh = replicated_sharding(mesh)
+    multi = jax.process_count() > 1
+
+    def put(a):
+        if isinstance(a, jax.Array) and a.sharding.is_equivalent_to(sh, a.ndim):
+            return a
+        if multi and isinstance(a, jax.Array):
+            a = np.asarray(a)
+        return jax.device_put(a, sh)
+
+    return jax.tree.map(put, tree)
+
+
 def to_host(x):
     """Fetch a (possibly sharded, possibly multi-process) pytree of arrays to numpy on every
     process."""
@@ -131,3 +177,77 @@ def to_host(x):
 def is_main_process() -> bool:
     """True on process 0 (the one that should write files and print progress)."""
     return jax.process_index() == 0
+
+
+def launch_local(cmd: Sequence[str], num_processes: int = 2, *, devices_per_process: int = 2,
+                 cpu: bool = True, env: Optional[dict] = None, cwd: Optional[str] = None,
+                 timeout: Optional[float] = None, port: Optional[int] = None, stream_main: bool = False) -> list:
+    """Run ``cmd`` as ``num_processes`` local processes of one ``jax.distributed`` job; returns one
+    ``subprocess.CompletedProcess`` (stdout and stderr captured as text) per process, in process order.
+
+    Each process gets ``JAX_COORDINATOR_ADDRESS=127.0.0.1:<port>`` (a free port unless given),
+    ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID`` (what :func:`maybe_initialize_distributed`, hence
+    ``runtime.setup()``, reads) and, with ``cpu=True``, ``JAX_PLATFORMS=cpu`` and
+    ``--xla_force_host_platform_device_count=devices_per_process`` in ``XLA_FLAGS`` (other flags
+    kept), so the job sees ``num_processes * devices_per_process`` global devices. If one process
+    fails, the others (which would wait for it at the next collective) are killed; after
+    ``timeout`` seconds all are killed (their return code is then negative). ``stream_main``:
+    process 0 writes to this process's stdout/stderr as it runs (its result then holds no text)."""
+    import re
+    import socket
+    import subprocess
+    import tempfile
+    import time
+
+    if num_processes < 1 or devices_per_process < 1:
+        raise ValueError(f"launch_local: num_processes={num_processes} and devices_per_process="
+                         f"{devices_per_process} must be >= 1")
+    if port is None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+    base = dict(os.environ if env is None else env)
+    if cpu:
+        flags = re.sub(r"--xla_force_host_platform_device_count=\S+", "", base.get("XLA_FLAGS", "")).split()
+        base["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={devices_per_process}"])
+        base["JAX_PLATFORMS"] = "cpu"
+    procs, files = [], []
+    try:
+        for i in range(num_processes):
+            e = dict(base, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES=str(num_processes),
+                     JAX_PROCESS_ID=str(i))
+            if i == 0 and stream_main:
+                out = err = None
+            else:
+                out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")  # no pipe to fill up
+            files.append((out, err))
+            procs.append(subprocess.Popen(list(cmd), env=e, cwd=cwd, stdout=out, stderr=err, text=True))
+        t0 = time.monotonic()
+        while any(p.poll() is None for p in procs):
+            failed = any(p.returncode not in (None, 0) for p in procs)
+            late = timeout is not None and time.monotonic() - t0 > timeout
+            if failed or late:
+                for p in procs:
+                    if p.poll() is None:
+                        p.kill()
+                break
+            time.sleep(0.2)
+        results = []
+        for p, (out, err) in zip(procs, files):
+            rc = p.wait()
+            if out is None:
+                results.append(subprocess.CompletedProcess(p.args, rc, None, None))
+                continue
+            out.seek(0)
+            err.seek(0)
+            results.append(subprocess.CompletedProcess(p.args, rc, out.read(), err.read()))
+        return results
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for out, err in files:
+            if out is not None:
+                out.close()
+                err.close()

@@ -1,8 +1,17 @@
-"""Pretrain the JSCC codec of the tiny world (paper eq. 4): JSCC(MT) or JSCC(AT).
+"""Pretrain the JSCC codecs of the tiny world (paper eq. 4): JSCC(MT), JSCC(AT), RC-JSCC, VJ-MAE.
 
     python scripts/pretrain_jscc.py --config configs/jscc_pretrain.py:mt
     python scripts/pretrain_jscc.py --config configs/jscc_pretrain.py:at --config.steps=800
     python scripts/pretrain_jscc.py --config configs/jscc_pretrain.py:mt --ship   # also into assets/jscc/
+    python scripts/pretrain_jscc.py --config configs/jscc_pretrain.py:rc --ship   # RC-JSCC (ka/adaptive.py)
+    python scripts/pretrain_jscc.py --config configs/jscc_pretrain.py:vjmae --ship
+
+RC-JSCC and VJ-MAE (``config.kind``): gamma and omega drawn per sample from Phi_EU, the rate
+chosen by their own policies (RC-JSCC: Gumbel-softmax at an annealed temperature, the rate term
+in the loss; VJ-MAE: the latent's entropy against thresholds calibrated on the training latents
+first, plus MAE-style random rates). Their held-out report holds the PSNR per *forced* rate at
+the eval condition (the gate) and, per SNR of Phi_EU, the rate their policy picks freely and the
+PSNR it gives.
 
 Data: ``generic_corpus(corpus_size, corpus_seed)`` (the DiffusionDB analogue) through the shipped
 edge VAE encoder (latents z = scaling * posterior mean), paired with x = f_LD(z); held-out images
@@ -31,7 +40,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pretrain_common as C  # noqa: E402  (puts the repo on sys.path)
 
-_USAGE = ("python scripts/pretrain_jscc.py --config configs/jscc_pretrain.py[:mt|:at|:smoke] "
+_USAGE = ("python scripts/pretrain_jscc.py --config configs/jscc_pretrain.py[:mt|:at|:rc|:vjmae|:smoke] "
           "[--config.FIELD=VALUE ...] [--workdir DIR] [--ship] [--debug]")
 
 
@@ -85,6 +94,12 @@ def _validate(cfg):
         delay_spread_index(cfg.eval.delay_spread_ns * 1e-9, link)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    if cfg.kind not in ("jscc", "rc", "vjmae"):
+        raise UsageError(f"kind={cfg.kind!r}; expected 'jscc', 'rc' or 'vjmae'")
+    if cfg.kind != "jscc" and not 0.0 <= cfg.adaptive.mae_random_prob <= 1.0:
+        raise UsageError(f"adaptive.mae_random_prob={cfg.adaptive.mae_random_prob} must be in [0, 1]")
+    if cfg.kind != "jscc" and not 0 < cfg.adaptive.temperature_end <= cfg.adaptive.temperature_start:
+        raise UsageError("adaptive: need 0 < temperature_end <= temperature_start")
     if cfg.loss.perceptual_network not in ("edge_vae_encoder", "none"):
         raise UsageError(f"loss.perceptual_network={cfg.loss.perceptual_network!r}; expected 'edge_vae_encoder' or "
                          "'none'")
@@ -130,18 +145,65 @@ def _data(cfg, pipe, workdir, prog):
     return z, x, zh, xh, imh
 
 
+def _codec_config(cfg, z):
+    """The codec's static config; VJ-MAE's entropy thresholds calibrated on the training latents z."""
+    from dekag_jax.models import adaptive_jscc as A
+    from dekag_jax.models.jscc import JSCCConfig
+
+    base = JSCCConfig.named(cfg.codec).to_dict()
+    base["block_out_channels"] = tuple(base["block_out_channels"])
+    if cfg.kind == "rc":
+        return A.RCJSCCConfig(**base, base_units=cfg.adaptive.base_units)
+    if cfg.kind == "vjmae":
+        c = A.VJMAEConfig(**base, base_units=cfg.adaptive.base_units)
+        return A.VJMAEConfig(**base, base_units=cfg.adaptive.base_units, thresholds=A.calibrate_thresholds(z, c))
+    return JSCCConfig.named(cfg.codec)
+
+
+def _evaluate_policy(cfg, codec, params, vae, vae_params, link, zh, xh, seed):
+    """RC-JSCC / VJ-MAE: per SNR of the grid (omega = eval.delay_spread_ns), the rate the policy picks
+    with no budget (mean n and its histogram) and the received PSNR against x = f_LD(z)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from dekag_jax.ka.adaptive import transmit_adaptive, units_histogram
+    from dekag_jax.ka.transmission import decode_latents, delay_spread_index
+
+    widx = int(delay_spread_index(cfg.eval.delay_spread_ns * 1e-9, link))
+
+    @jax.jit
+    def run(z, key, snr):
+        t, info = transmit_adaptive(codec, params, z, key, rate_units=6, snr_db=snr, omega_index=widx, link=link,
+                                    mode="free")
+        return decode_latents(vae, vae_params, t.z_check), info.units
+
+    out = {}
+    for snr in cfg.conditions.snrs_db:
+        ps, us = [], []
+        for r in range(cfg.eval.repeats):
+            xc, u = run(jnp.asarray(zh), jax.random.fold_in(jax.random.key(seed + 11), 1000 * int(snr) + r),
+                        jnp.float32(snr))
+            ps.append(-10 * np.log10(np.mean((np.asarray(xc) - xh) ** 2, axis=(1, 2, 3))))
+            us.append(np.asarray(u))
+        out[f"{snr:g}"] = {"psnr_vs_decoded_db": round(float(np.mean(ps)), 2),
+                           "mean_rate_units": round(float(np.mean(us)), 3), "rates": units_histogram(np.stack(us))}
+    return out
+
+
 def _evaluate(cfg, codec, params, vae, vae_params, link, zh, xh, imh, seed):
-    """Held-out PSNR per rate at the eval condition: against x = f_LD(z) and the original images."""
+    """Held-out PSNR per rate at the eval condition: against x = f_LD(z) and the original images
+    (RC-JSCC / VJ-MAE: each rate forced, their policy overridden)."""
     import jax
     import jax.numpy as jnp
     import numpy as np
 
     from dekag_jax.ka.transmission import ReceiveFn
 
-    fn = ReceiveFn(codec, vae, link)
+    fn = ReceiveFn(codec, vae, link, rate_mode="force" if cfg.kind != "jscc" else "cap")
     orig = np.asarray(imh, np.float32) / 255.0
     out = {}
-    for n in range(1, codec.config.max_rate_units + 1):
+    for n in range(getattr(codec.config, "base_units", 1), codec.config.max_rate_units + 1):
         p_dec, p_orig = [], []
         for r in range(cfg.eval.repeats):
             _, xc = fn(params, vae_params, jnp.asarray(zh), jax.random.fold_in(jax.random.key(seed + 7), 100 * n + r),
@@ -172,6 +234,8 @@ def main(argv):
     from dekag_jax.ka.codec_io import save_codec
     from dekag_jax.ka.codec_training import init_state, make_train_step
     from dekag_jax.ka.objective import vae_encoder_features
+    from dekag_jax.ka.adaptive import make_adaptive_train_step, temperature_at
+    from dekag_jax.models.adaptive_jscc import init_adaptive_codec
     from dekag_jax.models.jscc import JSCCCodec
     from dekag_jax.world.models import load_edge_pipeline
 
@@ -180,12 +244,28 @@ def main(argv):
     z, x, zh, xh, imh = _data(cfg, pipe, workdir, prog)
     prog.phase(f"data: {z.shape[0]} training latents {z.shape[1:]}, {zh.shape[0]} held out")
 
-    codec = JSCCCodec(config=codec_cfg)
-    params = jax.jit(codec.init)(jax.random.key(cfg.seed), jnp.zeros((1, *z.shape[1:]), jnp.float32))["params"]
+    codec_cfg = _codec_config(cfg, z)
+    if cfg.kind == "jscc":
+        codec = JSCCCodec(config=codec_cfg)
+        params = jax.jit(codec.init)(jax.random.key(cfg.seed), jnp.zeros((1, *z.shape[1:]), jnp.float32))["params"]
+    else:
+        codec, params = init_adaptive_codec(codec_cfg, jax.random.key(cfg.seed), tuple(z.shape[1:3]))
+        if cfg.kind == "vjmae":
+            prog.phase(f"VJ-MAE entropy thresholds (bits/element, training-latent quantiles): {codec_cfg.thresholds}")
     n_params = C.param_count(params)
     opt, _ = C.make_optimizer(cfg.lr, cfg.steps, weight_decay=cfg.weight_decay)
     features = vae_encoder_features(pipe.vae) if cfg.loss.perceptual_network == "edge_vae_encoder" else None
-    step_fn = make_train_step(codec, pipe.vae, opt, link=link, weights=weights, grid=grid, features=features)
+    if cfg.kind == "jscc":
+        step_fn = make_train_step(codec, pipe.vae, opt, link=link, weights=weights, grid=grid, features=features)
+    else:
+        adaptive_step = make_adaptive_train_step(codec, pipe.vae, opt, link=link, weights=weights, grid=grid,
+                                                 features=features, rate_weight=cfg.adaptive.rate_weight,
+                                                 mae_random_prob=cfg.adaptive.mae_random_prob)
+
+        def step_fn(state, aux, zb, xb, key):
+            temp = temperature_at(state["step"], cfg.steps, cfg.adaptive.temperature_start,
+                                  cfg.adaptive.temperature_end)
+            return adaptive_step(state, aux, zb, xb, key, temp)
     aux = {"vae": pipe.vae_params, "feat": pipe.vae_params}
     state = init_state(params, opt)
 
@@ -220,17 +300,23 @@ def main(argv):
 
     prog.phase("evaluating on held-out generic images")
     per_rate, vae_psnr = _evaluate(cfg, codec, state["params"], pipe.vae, pipe.vae_params, link, zh, xh, imh, cfg.seed)
+    policy = None
+    if cfg.kind != "jscc":
+        policy = _evaluate_policy(cfg, codec, state["params"], pipe.vae, pipe.vae_params, link, zh, xh, cfg.seed)
+        for g, v in policy.items():
+            prog.phase(f"  policy at {g} dB: mean rate {v['mean_rate_units']:.2f}/64 {v['rates']}, "
+                       f"received PSNR {v['psnr_vs_decoded_db']:.2f} dB")
     for r, v in per_rate.items():
         prog.phase(f"  tau={r}: received PSNR {v['psnr_vs_decoded_db']:.2f} dB vs f_LD(z), "
                    f"{v['psnr_vs_original_db']:.2f} dB vs original (VAE's own reconstruction: {vae_psnr:.2f} dB)")
     codec_dir = os.path.join(workdir, "codec")
-    train_info = {"name": cfg.name, "steps_done": step, "seed": cfg.seed, "variant": cfg.variant}
+    train_info = {"name": cfg.name, "steps_done": step, "seed": cfg.seed, "variant": cfg.variant, "kind": cfg.kind}
     save_codec(codec_dir, codec_cfg, state["params"], extra=train_info)
     shipped = None
     if fv.ship:
         shipped = os.path.join(C.ASSETS, "jscc", cfg.name)
         save_codec(shipped, codec_cfg, state["params"], extra=train_info)
-    if cfg.variant == "smoke":
+    if cfg.variant.endswith("smoke"):
         C.TRAINING_LOGS = workdir   # a smoke run does not touch the shipped logs
     import platform
     rec = prog.finish({"params": n_params, "steps_done": step, "stopped_early": stopped_early,
@@ -240,6 +326,7 @@ def main(argv):
                        "eval_condition": {"snr_db": cfg.eval.snr_db, "delay_spread_ns": cfg.eval.delay_spread_ns,
                                           "heldout_images": int(zh.shape[0]), "repeats": cfg.eval.repeats},
                        "heldout_psnr_per_rate": per_rate, "vae_reconstruction_psnr_db": vae_psnr,
+                       **({"rate_mode_per_rate": "force", "policy_free_per_snr": policy} if policy else {}),
                        "codec_dir": codec_dir, "shipped": shipped})
     print(json.dumps({"heldout_psnr_per_rate": per_rate, "vae_reconstruction_psnr_db": vae_psnr,
                       "wall_time_s": rec["wall_time_s"]}))

@@ -62,7 +62,8 @@ from dekag_jax.diffusion.schedules import diffusion_loss
 from dekag_jax.ka.scg import SCG, build_scg
 
 __all__ = ["METHODS", "Data", "make_data", "make_loss", "eval_batch", "train_stage", "init_lora",
-           "loss_fn_jit", "Generator", "judge_feature_fns", "score_subject", "ub_subject", "run_subject", "run", "main"]
+           "loss_fn_jit", "Generator", "judge_feature_fns", "score_subject", "ub_subject", "fid_reference",
+           "distribution_scores", "ub_cloud_images", "run_subject", "run", "main"]
 
 METHODS = ("lb", "ti", "db", "makd", "ub")
 CHANNEL_LABEL = "edge-generated, ideal channel (T-KA codec not in the loop)"
@@ -154,7 +155,9 @@ def init_lora(pipe, key, *, rank: int, alpha: float, targets: str):
 
 def train_stage(pipe, data: Data, trainable: dict, frozen: dict, specs, *, epochs: int, batch: int, lr: float,
                 seed: int, log: Callable[[str], None] | None = None,
-                on_epoch: Callable[[int, dict], None] | None = None, mesh=None) -> tuple[dict, list[float]]:
+                on_epoch: Callable[[int, dict], None] | None = None, mesh=None, start_epoch: int = 0,
+                opt_state=None, checkpoint_every: int = 0,
+                on_checkpoint: Callable[[int, dict, object, list], None] | None = None) -> tuple[dict, list[float]]:
     """Run ``epochs`` passes over ``data`` (see the module doc) with Adam(lr); returns the trained
     ``trainable`` and the mean training loss of each epoch. One jitted step (``adapt.partition.
     make_step``: gradients for ``trainable`` only, trainable and optimiser state donated, the frozen
@@ -167,9 +170,19 @@ def train_stage(pipe, data: Data, trainable: dict, frozen: dict, specs, *, epoch
     optimiser state, frozen model and the prompts' ids are replicated (``parallel.replicated_sharding``);
     the step is jitted with these explicit in/out shardings and keeps its donation. The same
     (t, eps) and sample order are drawn as without a mesh, so only the reduction order differs.
-    ``batch`` must be divisible by the axis size."""
-    if epochs < 0 or batch < 1 or not lr > 0:
-        raise ValueError(f"train_stage: epochs={epochs} must be >= 0, batch={batch} >= 1, lr={lr} > 0")
+    ``batch`` must be divisible by the axis size.
+
+    Resume (the main job's checkpoints): ``start_epoch`` epochs are taken as done; ``trainable`` and
+    ``opt_state`` (None: ``tx.init``) are their state. The sample order and the (t, eps) stream are
+    fast-forwarded over those epochs (replayed without steps: they depend only on ``seed``, ``n``,
+    ``batch`` and the step index), so a resumed run takes exactly the steps of an uninterrupted one.
+    ``on_checkpoint(epoch, trainable, opt_state, history)`` (1-based epoch; ``history`` the epoch
+    losses of this call) runs after every ``checkpoint_every``-th epoch and after the last; like
+    ``on_epoch`` it must copy what it keeps. The returned history covers this call's epochs only.
+    A non-finite epoch loss raises :class:`dekag_jax.errors.NonFiniteLossError` (epoch named)."""
+    if epochs < 0 or batch < 1 or not lr > 0 or not 0 <= start_epoch <= max(epochs, 0):
+        raise ValueError(f"train_stage: epochs={epochs} must be >= 0, batch={batch} >= 1, lr={lr} > 0, "
+                         f"0 <= start_epoch={start_epoch} <= epochs")
     n = len(data.z)
     tx = optax.adam(lr)
     shard_kw: dict = {}
@@ -189,7 +202,8 @@ def train_stage(pipe, data: Data, trainable: dict, frozen: dict, specs, *, epoch
     trainable = jax.tree.map(lambda x: jnp.array(x, copy=True), trainable)
     if mesh is not None:
         trainable, frozen = jax.device_put(trainable, rep), jax.device_put(frozen, rep)
-    opt_state = tx.init(trainable)
+    opt_state = tx.init(trainable) if opt_state is None else jax.tree.map(lambda x: jnp.array(x, copy=True),
+                                                                         opt_state)
     if mesh is not None:
         opt_state = jax.device_put(opt_state, rep)
     rng = np.random.default_rng(seed)
@@ -204,6 +218,13 @@ def train_stage(pipe, data: Data, trainable: dict, frozen: dict, specs, *, epoch
     history: list[float] = []
     i = 0
     for ep in range(epochs):
+        if ep < start_epoch:  # resume: replay the order draws of a finished epoch, no steps
+            for _ in range(steps_per_epoch):
+                while len(order) < batch:
+                    order = np.concatenate([order, rng.permutation(n)])
+                order = order[batch:]
+                i += 1
+            continue
         losses = []
         for _ in range(steps_per_epoch):
             while len(order) < batch:
@@ -217,8 +238,14 @@ def train_stage(pipe, data: Data, trainable: dict, frozen: dict, specs, *, epoch
             losses.append(loss)
             i += 1
         history.append(float(np.mean(jax.device_get(losses))))
+        if not np.isfinite(history[-1]):
+            from dekag_jax.errors import NonFiniteLossError
+
+            raise NonFiniteLossError(f"training loss is {history[-1]} at epoch {ep + 1}/{epochs} (lr={lr})")
         if on_epoch is not None:
             on_epoch(ep + 1, trainable)
+        if on_checkpoint is not None and (ep + 1 == epochs or (checkpoint_every and (ep + 1) % checkpoint_every == 0)):
+            on_checkpoint(ep + 1, trainable, opt_state, history)
         if log is not None and (ep == epochs - 1 or (ep + 1) % max(1, epochs // 5) == 0):
             log(f"  epoch {ep + 1}/{epochs}: train loss {history[-1]:.4f}")
     return trainable, history
@@ -248,16 +275,20 @@ def loss_fn_jit(pipe, specs=None):
 class Generator:
     """Edge images for a prompt with an optional metaword and LoRA: DDIM + guidance, decoded.
 
-    ``__call__(prompt, seeds, mu=None, adapters=None)`` -> float32 ``[len(seeds), H, W, 3]`` in [0, 1].
+    ``latents(prompt, seeds, mu=None, adapters=None)`` -> float32 ``[len(seeds), h, w, C]``: the
+    sampled z0 (what the edge feeds the JSCC codec, before decoding).
+    ``__call__(prompt, seeds, mu=None, adapters=None)`` -> float32 ``[len(seeds), H, W, 3]`` in [0, 1]
+    = :meth:`decode` of :meth:`latents` (the same two programs, so the numbers are identical).
     The initial noise of image j is ``N(0, I)`` from ``jax.random.key(seeds[j])`` (``world.gates``'s
     convention). mu ``[n, D]``; the LoRA is merged into the UNet (deployment form, ``lora.merge``).
-    One jitted program per (num_steps, metaword?, LoRA spec set).
+    One jitted sampling program per (num_steps, metaword?, LoRA spec set) and one decoder.
     """
 
     def __init__(self, pipe, specs=None, *, num_steps: int = 50, guidance_scale: float = 7.5, chunk: int = 32):
         self.pipe, self.specs = pipe, specs
         self.num_steps, self.guidance_scale, self.chunk = int(num_steps), float(guidance_scale), int(chunk)
         self._fns: dict = {}
+        self._decode = jax.jit(lambda vae_params, z0: vae_decode(pipe.vae, vae_params, z0))
 
     def _fn(self, with_mu: bool, with_lora: bool):
         k = (with_mu, with_lora)
@@ -265,31 +296,45 @@ class Generator:
             pipe, specs, steps = self.pipe, self.specs, self.num_steps
             use_cfg = self.guidance_scale > 1.0
 
-            def run(text_params, unet_params, vae_params, adapters, mu, ids, neg, z_T, g):
+            def run(text_params, unet_params, adapters, mu, ids, neg, z_T, g):
                 cond = _context(pipe, text_params, ids, None if mu is None else
                                 jnp.broadcast_to(mu, (ids.shape[0], *mu.shape)))
                 uncond = _context(pipe, text_params, neg, None) if use_cfg else None
                 up = lora.merge(unet_params, adapters, specs) if adapters is not None else unet_params
-                z0 = sample_latents(pipe.unet, up, cond, uncond, z_T, jax.random.key(0), schedule=pipe.schedule,
-                                    num_steps=steps, guidance_scale=g)
-                return vae_decode(pipe.vae, vae_params, z0)
+                return sample_latents(pipe.unet, up, cond, uncond, z_T, jax.random.key(0), schedule=pipe.schedule,
+                                      num_steps=steps, guidance_scale=g)
 
             self._fns[k] = jax.jit(run)
         return self._fns[k]
 
-    def __call__(self, prompt: str, seeds: Sequence[int], mu=None, adapters=None) -> np.ndarray:
+    def latents(self, prompt: str, seeds: Sequence[int], mu=None, adapters=None) -> np.ndarray:
+        """The sampled z0 ``[len(seeds), h, w, C]`` float32 (see the class doc)."""
         pipe = self.pipe
         ss, c = pipe.unet.config.sample_size, pipe.unet.config.in_channels
         fn = self._fn(mu is not None, adapters is not None)
         out = []
         for i in range(0, len(seeds), self.chunk):
-            part = list(seeds[i:i + self.chunk])
+            part = [int(s) for s in seeds[i:i + self.chunk]]
             z_T = jnp.stack([jax.random.normal(jax.random.key(s), (ss, ss, c), jnp.float32) for s in part])
             ids = jnp.asarray(pipe.tokenize([prompt] * len(part)), jnp.int32)
             neg = jnp.asarray(pipe.tokenize([""] * len(part)), jnp.int32)
-            out.append(np.asarray(fn(pipe.text_params, pipe.unet_params, pipe.vae_params, adapters, mu, ids, neg,
-                                     z_T, jnp.float32(self.guidance_scale))))
+            out.append(np.asarray(fn(pipe.text_params, pipe.unet_params, adapters, mu, ids, neg, z_T,
+                                     jnp.float32(self.guidance_scale))))
+        if not out:
+            return np.zeros((0, ss, ss, c), np.float32)
         return np.concatenate(out)
+
+    def decode(self, z0) -> np.ndarray:
+        """Images ``[N, H, W, 3]`` float32 in [0, 1] from latents ``[N, h, w, C]`` (the edge VAE, f_LD)."""
+        z0 = np.asarray(z0, np.float32)
+        if not len(z0):
+            ss = self.pipe.unet.config.sample_size * self.pipe.vae.downsample_factor
+            return np.zeros((0, ss, ss, 3), np.float32)
+        return np.concatenate([np.asarray(self._decode(self.pipe.vae_params, jnp.asarray(z0[i:i + self.chunk])))
+                               for i in range(0, len(z0), self.chunk)])
+
+    def __call__(self, prompt: str, seeds: Sequence[int], mu=None, adapters=None) -> np.ndarray:
+        return self.decode(self.latents(prompt, seeds, mu, adapters))
 
 
 def judge_feature_fns(judges) -> dict:
@@ -320,6 +365,53 @@ def ub_subject(feature_fns, cloud_test_images) -> dict:
 
     b = np.asarray(cloud_test_images)
     return _summary(consistency_from_images(feature_fns, b, np.zeros(len(b), int)))
+
+
+FID_JUDGE = "dino"
+
+
+def fid_reference(scg: SCG) -> np.ndarray:
+    """The FID/KID reference set of a subject: all 50 of its cloud images (the 40 ``cg_train`` images
+    of S_CG and the 10 ``cg_test`` images), uint8 ``[50, H, W, 3]``. Reading: the paper gives no
+    reference for G-KA's FID; eq. 5 uses only the 10 test images, too few for a covariance, so the
+    whole cloud distribution of the subject is the target (it includes S_CG, which MAKD trained on:
+    FID then also rewards reproducing S_CG, which is what alignment asks for)."""
+    return np.concatenate([np.asarray(scg.train_images), np.asarray(scg.test_images)])
+
+
+def distribution_scores(judges_fns, images, reference, *, judge: str = FID_JUDGE, seed: int = 0) -> dict:
+    """FID and KID of ``images`` ``[N, H, W, 3]`` against ``reference`` ``[M, H, W, 3]`` (uint8 or float
+    in [0, 1], as the judge takes) over the ``judge`` feature function (the tiny world's DINO judge:
+    L2-normalised features, D = 96; Inception needs weights we do not ship). The sets are small
+    (30 vs 50), so FID is strongly biased upwards and KID (unbiased) is given beside it:
+    ``{"fid": float, "kid": {"mean", "std", "subset_size", "num_subsets"}, "judge": str}``; KID over
+    100 random subsets of min(N, M) rows each (``metrics.kid_from_features``)."""
+    from dekag_jax.metrics.features import batched_features
+    from dekag_jax.metrics.fid import fid_from_features, kid_from_features
+
+    if judge not in judges_fns:
+        raise ValueError(f"distribution_scores: judge {judge!r} not in {sorted(judges_fns)}")
+    fa = batched_features(judges_fns[judge], np.asarray(images))
+    fb = batched_features(judges_fns[judge], np.asarray(reference))
+    k = kid_from_features(fa, fb, seed=seed)
+    return {"fid": fid_from_features(fa, fb), "kid": {"mean": k.mean, "std": k.std, "subset_size": k.subset_size,
+                                                         "num_subsets": k.num_subsets}, "judge": judge}
+
+
+def ub_cloud_images(scg: SCG, seeds: Sequence[int]) -> np.ndarray | None:
+    """The UB's generated set for FID/KID: the cloud model itself sampling the subject's prompt from
+    the edge's ``eg_test`` seeds (disjoint from the reference's seeds), uint8 ``[len(seeds), H, W, 3]``
+    at the edge resolution; None for a source that cannot generate (a folder of images)."""
+    if scg.source != "world":
+        return None
+    from dekag_jax.ka.scg import _resize_uint8
+    from dekag_jax.world.render import DEFAULT_SIZE
+    from dekag_jax.world.splits import cloud_generate
+    from dekag_jax.world.subjects import get_subject
+
+    # rendered and resized exactly as S_CG's images (ka/scg.py cloud_images)
+    return _resize_uint8(cloud_generate(get_subject(scg.subject).spec, list(seeds), DEFAULT_SIZE),
+                         int(scg.test_images.shape[1]))
 
 
 # ----------------------------------------------------------------------------- one subject, all methods
@@ -354,12 +446,19 @@ def run_subject(pipe, judges_fns, subject: str, config, *, workdir: str | None =
     lora_loss = loss_fn_jit(pipe, specs)
 
     samples: dict = {"cloud": scg.test_images[:8].astype(np.float32) / 255.0}
+    fid_on = bool(config.eval.get("fid", True))
+    fid_ref = fid_reference(scg) if fid_on else None
+    if fid_on:
+        out["fid_reference"] = (f"{len(fid_ref)} cloud images (cg_train + cg_test), judge {FID_JUDGE!r} features; "
+                                "UB: the cloud model at the eg_test seeds")
 
     def evaluate(name, mu=None, adapters=None):
         t = time.time()
         imgs = gen(scg.prompt, gen_seeds, None if mu is None else mu[0], adapters)
         samples[name] = imgs[:8]
         out["scores"][name] = score_subject(judges_fns, imgs, scg.test_images)
+        if fid_on:
+            out["scores"][name].update(distribution_scores(judges_fns, imgs, fid_ref, seed=seed))
         out["times_s"][f"eval_{name}"] = round(time.time() - t, 2)
         s = out["scores"][name]
         log(f"  {name}: DINO {s['dino']['mean']:.4f} CLIP {s['clip']['mean']:.4f} sum {s['total']['mean']:.4f} "
@@ -373,6 +472,9 @@ def run_subject(pipe, judges_fns, subject: str, config, *, workdir: str | None =
         evaluate("lb")
     if "ub" in methods:
         out["scores"]["ub"] = ub_subject(judges_fns, scg.test_images)
+        ub_imgs = ub_cloud_images(scg, gen_seeds) if fid_on else None
+        if ub_imgs is not None:
+            out["scores"]["ub"].update(distribution_scores(judges_fns, ub_imgs, fid_ref, seed=seed))
     mu_star = None
     if "ti" in methods or "makd" in methods:
         t = time.time()

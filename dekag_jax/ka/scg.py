@@ -6,12 +6,28 @@ One interface, :func:`build_scg`, with a *source* that produces the cloud images
 * ``"world"`` (default): the tiny world's cloud renderer (:func:`dekag_jax.world.splits.cloud_samples`),
   40 ``cg_train`` and 10 ``cg_test`` images per subject from the fixed seeds of ``world/splits.py``;
 * ``"folder:<dir>"``: images the user has, ``<dir>/<subject>/cg_train/*`` and ``<dir>/<subject>/cg_test/*``
-  (png/jpg/webp, sorted by name; any size, RGB).
+  (png/jpg/webp, sorted by name; any size, RGB);
+* ``"diffusers:<dir>"`` or ``"diffusers:hf:<repo id>"``: any diffusers text-to-image pipeline (the paper's
+  PixArt-Sigma-XL, an SD/SDXL pipeline, ...), a local directory or an entry of the *local* Hugging Face
+  cache (never downloads), loaded with ``DiffusionPipeline.from_pretrained(use_safetensors=True)`` and run
+  in PyTorch on the cloud side (``device="auto"``: CUDA when torch sees one, else CPU). One image per
+  seed of the subject's ``cg_train`` (40) / ``cg_test`` (10) split (:func:`subject_seeds`), each from its
+  own ``torch.Generator("cpu").manual_seed(seed)`` (CPU generators: the same initial noise on any
+  device; a batch of per-image generators equals one call per image), at ``steps`` DDIM/solver steps
+  and classifier-free guidance ``guidance`` (the paper: 50 steps; PixArt's default guidance 4.5), at
+  the pipeline's own square resolution unless ``cloud_size`` is given (resolution binning off: it only
+  matters for non-square sizes). torch and diffusers are imported inside that function only, so this
+  module stays torch-free. An image the pipeline's own safety checker flags (SD pipelines ship one;
+  PixArt none) is an error naming the seed, never a silent black image in S_CG.
 
 The cloud side may have another latent space than the edge (the paper: PixArt-Sigma vs SD2.1),
 so images, not latents, cross: they are resized to the edge resolution (antialiased bilinear)
 and re-encoded by the edge's VAE (posterior mean, as :func:`dekag_jax.diffusion.generate.encode_images`).
-A diffusers text-to-image pipeline as a source (the issue's third one) is not built yet.
+Reading of Sec. VI-A1: the paper says PixArt-Sigma and SD2.1 "use the same latent codec", while
+PixArt-Sigma's published pipelines carry the SDXL VAE (scaling factor 0.13025; SD2.1's is 0.18215).
+Either way it does not matter here: the cloud pipeline decodes its own latents with its own VAE and
+scaling factor, and S_CG is re-encoded with the edge's f_LE and the edge's scaling factor (eq. 6
+needs latents in the *edge's* space), so no latent ever crosses between the two codecs.
 
 Shapes: ``train_latents [N_CG, h, w, C]`` float32 (diffusion latents, = scaling_factor * VAE mean),
 ``train_images``/``test_images`` uint8 ``[N, H, W, 3]`` at the edge resolution ``H = W = sample_size *
@@ -31,7 +47,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["SCG", "edge_resolution", "cloud_images", "build_scg", "vae_fingerprint"]
+__all__ = ["SCG", "edge_resolution", "cloud_images", "build_scg", "vae_fingerprint", "subject_seeds",
+           "diffusers_images", "check_source"]
 
 _IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 _MEMORY: dict = {}
@@ -90,11 +107,134 @@ def _folder_images(root: str, subject: str, split: str) -> np.ndarray:
     return np.stack(imgs)
 
 
-def cloud_images(source: str, subject: str, split: str, size: int) -> np.ndarray:
+_SPLITS = ("cg_train", "cg_test", "eg_train", "eg_test")
+_SPLIT_OFFSETS = {"cg_train": (0, 40), "cg_test": (40, 10), "eg_train": (100, 100), "eg_test": (200, 30)}
+
+
+def subject_seeds(subject: str, split: str) -> list[int]:
+    """The fixed seeds of a subject's split: a tiny-world subject id (``human_00``, ...) has the seeds
+    of :func:`dekag_jax.world.splits.split_seeds`; any other subject name (a real-weights run's own
+    subjects) gets its own fixed block derived from the name, ``B + offset + i`` with
+    ``B = 10**9 + 1000 * (sha256(name) mod 10**6)`` and offsets cg_train 0..39, cg_test 40..49,
+    eg_train 100..199, eg_test 200..229 (disjoint splits, < 2**31, the paper's 40/10/100/30 sizes)."""
+    if split not in _SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {_SPLITS}")
+    from dekag_jax.world.subjects import get_subject
+    from dekag_jax.world.splits import split_seeds
+
+    try:
+        get_subject(subject)
+    except (KeyError, ValueError):
+        h = int.from_bytes(hashlib.sha256(str(subject).encode()).digest()[:8], "big")
+        base = 10 ** 9 + 1000 * (h % 10 ** 6)
+        off, n = _SPLIT_OFFSETS[split]
+        return [base + off + i for i in range(n)]
+    return split_seeds(subject, split)
+
+
+def check_source(source: str) -> str:
+    """``source`` if it names a known S_CG source, else ValueError with one line (checked before work)."""
+    s = str(source)
+    if s == "world":
+        return s
+    for prefix in ("folder:", "diffusers:"):
+        if s.startswith(prefix):
+            if not s[len(prefix):] or s[len(prefix):] == "hf:":
+                raise ValueError(f"S_CG source {s!r}: nothing after {prefix!r} (expected {prefix}<dir>)")
+            return s
+    raise ValueError(f"unknown S_CG source {s!r}; use 'world', 'folder:<dir>', 'diffusers:<dir>' or "
+                     "'diffusers:hf:<repo id>'")
+
+
+_CLOUD: dict = {}  # (resolved dir, device, dtype) -> loaded diffusers pipeline (one per process)
+
+
+def _cloud_dir(target: str) -> str:
+    from dekag_jax.weights.pipeline import resolve_pipeline_dir
+
+    # resolve_pipeline_dir: a directory, or a snapshot of the *local* HF cache (never downloads)
+    return resolve_pipeline_dir(target[len("hf:"):] if target.startswith("hf:") else target)
+
+
+def _dir_fingerprint(d: str) -> str:
+    """Names, sizes and mtimes of a pipeline directory's files (cheap; changes with any re-save)."""
+    h = hashlib.sha1()
+    for root, dirs, files in sorted(os.walk(d, followlinks=True)):
+        dirs.sort()
+        for f in sorted(files):
+            st = os.stat(os.path.join(root, f))
+            h.update(f"{os.path.relpath(os.path.join(root, f), d)}|{st.st_size}|{int(st.st_mtime)}".encode())
+    return h.hexdigest()[:12]
+
+
+def _load_cloud(target: str, device: str, dtype: str):
+    import torch
+    from diffusers import DiffusionPipeline
+
+    d = _cloud_dir(target)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    key = (os.path.realpath(d), device, dtype)
+    if key not in _CLOUD:
+        try:
+            torch_dtype = getattr(torch, dtype)
+        except AttributeError:
+            raise ValueError(f"cloud dtype {dtype!r}: not a torch dtype (float32, float16, bfloat16)") from None
+        # use_safetensors=True: a pipeline with only pickle weights is refused, never unpickled
+        pipe = DiffusionPipeline.from_pretrained(d, dtype=torch_dtype, use_safetensors=True, local_files_only=True)
+        pipe.set_progress_bar_config(disable=True)
+        _CLOUD.clear()  # one cloud model in memory at a time (a real one is several GB)
+        _CLOUD[key] = pipe.to(device)
+    return _CLOUD[key]
+
+
+def diffusers_images(target: str, prompt: str, seeds, *, steps: int = 50, guidance: float = 4.5,
+                     cloud_size: int | None = None, device: str = "auto", dtype: str = "float32",
+                     batch: int = 8) -> np.ndarray:
+    """Images of ``prompt`` from a diffusers text-to-image pipeline (``target``: ``<dir>`` or
+    ``hf:<repo id>``), one per seed: uint8 ``[len(seeds), H, W, 3]`` at the cloud's resolution
+    (``cloud_size`` or the pipeline's default). See the module doc for seeding and devices."""
+    import inspect
+
+    import torch
+
+    pipe = _load_cloud(target, device, dtype)
+    params = inspect.signature(pipe.__call__).parameters
+    kw = {"num_inference_steps": int(steps), "guidance_scale": float(guidance), "output_type": "np"}
+    if cloud_size:
+        kw.update(height=int(cloud_size), width=int(cloud_size))
+    if "use_resolution_binning" in params:  # PixArt: binning only matters for non-square sizes
+        kw["use_resolution_binning"] = False
+    if "clean_caption" in params:  # PixArt's caption cleaning needs bs4/ftfy; our prompts are clean
+        kw["clean_caption"] = False
+    seeds = [int(x) for x in seeds]
+    out = []
+    for i in range(0, len(seeds), batch):
+        part = seeds[i:i + batch]
+        gens = [torch.Generator("cpu").manual_seed(x) for x in part]
+        with torch.no_grad():
+            res = pipe([prompt] * len(part), generator=gens, **kw)
+        flagged = getattr(res, "nsfw_content_detected", None)
+        if flagged and any(flagged):
+            bad = [x for x, f in zip(part, flagged) if f]
+            raise RuntimeError(f"cloud pipeline's safety checker flagged the image(s) of seed(s) {bad} for prompt "
+                               f"{prompt!r}; change the prompt (S_CG never trains on blacked-out images)")
+        x = np.asarray(res.images, np.float32)
+        if x.ndim != 4 or x.shape[-1] != 3:
+            raise ValueError(f"cloud pipeline returned images of shape {x.shape}; expected [N, H, W, 3] RGB")
+        out.append(np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8))
+    return np.concatenate(out)
+
+
+def cloud_images(source: str, subject: str, split: str, size: int, *, prompt: str | None = None,
+                 cloud: dict | None = None) -> np.ndarray:
     """Cloud images uint8 ``[N, size, size, 3]`` of a subject's ``cg_train`` or ``cg_test`` split from
-    ``source`` (``"world"`` or ``"folder:<dir>"``)."""
+    ``source`` (``"world"``, ``"folder:<dir>"`` or ``"diffusers:<dir | hf:repo>"``). ``prompt`` (needed
+    by the diffusers source; default: the tiny world subject's) and ``cloud`` (keyword arguments of
+    :func:`diffusers_images`: steps, guidance, cloud_size, device, dtype) matter for diffusers only."""
     if split not in ("cg_train", "cg_test"):
         raise ValueError(f"S_CG split must be 'cg_train' or 'cg_test', got {split!r}")
+    check_source(source)
     if source == "world":
         from dekag_jax.world.render import DEFAULT_SIZE
         from dekag_jax.world.splits import cloud_samples
@@ -103,7 +243,9 @@ def cloud_images(source: str, subject: str, split: str, size: int) -> np.ndarray
         return _resize_uint8(cloud_samples(subject, split, DEFAULT_SIZE), size)
     if source.startswith("folder:"):
         return _resize_uint8(_folder_images(source[len("folder:"):], subject, split), size)
-    raise ValueError(f"unknown S_CG source {source!r}; use 'world' or 'folder:<dir>'")
+    images = diffusers_images(source[len("diffusers:"):], _prompt_of(subject, prompt),
+                              subject_seeds(subject, split), **(cloud or {}))
+    return _resize_uint8(images, size)
 
 
 def params_fingerprint(*trees) -> str:
@@ -127,34 +269,47 @@ def _prompt_of(subject: str, prompt: str | None) -> str:
         return prompt
     from dekag_jax.world.subjects import get_subject
 
-    return get_subject(subject).prompt
+    try:
+        return get_subject(subject).prompt
+    except (KeyError, ValueError):
+        raise ValueError(f"subject {subject!r} is not a tiny-world subject: pass its prompt "
+                         "(config 'prompts', see dekag_jax/ka/sources.py)") from None
 
 
 def build_scg(pipe, subject: str, *, source: str = "world", prompt: str | None = None,
-              cache_dir: str | os.PathLike | None = None, batch: int = 64) -> SCG:
+              cache_dir: str | os.PathLike | None = None, batch: int = 64, cloud: dict | None = None) -> SCG:
     """S_CG of one subject (see the module doc). ``prompt`` defaults to the tiny world subject's
-    prompt (a folder source for other subjects must pass it). Encodes once per process and, with
-    ``cache_dir``, once per (source, subject, size, VAE) on disk."""
+    prompt (other subjects must pass it). ``cloud``: options of the diffusers source
+    (:func:`diffusers_images`: ``steps``, ``guidance``, ``cloud_size``, ``device``, ``dtype``), part of its
+    cache key together with the prompt, the seeds and a fingerprint of the cloud directory. Encodes once
+    per process and, with ``cache_dir``, once per (source, subject, size, VAE[, cloud options]) on disk."""
     from dekag_jax.diffusion.generate import encode_images
 
+    check_source(source)
     size = edge_resolution(pipe)
     fp = vae_fingerprint(pipe)
-    key = (source, subject, size, fp)
     prompt = _prompt_of(subject, prompt)
+    extra = ""
+    if source.startswith("diffusers:"):
+        c = {k: v for k, v in sorted((cloud or {}).items()) if k not in ("device", "batch")}
+        d = _cloud_dir(source[len("diffusers:"):])
+        extra = f"|{os.path.realpath(d)}|{_dir_fingerprint(d)}|{prompt}|{c}|" + ",".join(
+            str(x) for x in subject_seeds(subject, "cg_train") + subject_seeds(subject, "cg_test"))
+    key = (source, subject, size, fp, extra)
     if key in _MEMORY:
         z, tr, te = _MEMORY[key]
         return SCG(subject, prompt, source, z, tr, te)
     path = None
     if cache_dir is not None:
-        tag = hashlib.sha1(f"{source}|{subject}|{size}|{fp}".encode()).hexdigest()[:16]
+        tag = hashlib.sha1(f"{source}|{subject}|{size}|{fp}{extra}".encode()).hexdigest()[:16]
         path = Path(cache_dir) / f"scg_{subject}_{tag}.npz"
         if path.is_file():
             with np.load(path) as d:
                 z, tr, te = d["train_latents"], d["train_images"], d["test_images"]
             _MEMORY[key] = (z, tr, te)
             return SCG(subject, prompt, source, z, tr, te)
-    tr = cloud_images(source, subject, "cg_train", size)
-    te = cloud_images(source, subject, "cg_test", size)
+    tr = cloud_images(source, subject, "cg_train", size, prompt=prompt, cloud=cloud)
+    te = cloud_images(source, subject, "cg_test", size, prompt=prompt, cloud=cloud)
     z = np.concatenate([np.asarray(encode_images(pipe, jnp.asarray(tr[i:i + batch], jnp.float32) / 255.0))
                         for i in range(0, len(tr), batch)])
     _MEMORY[key] = (z, tr, te)

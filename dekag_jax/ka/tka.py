@@ -56,13 +56,14 @@ import optax
 
 from dekag_jax.adapt import accounting, cala, lora
 from dekag_jax.adapt import partition
+from dekag_jax.ka.adaptive import transmit_any
 from dekag_jax.ka.objective import LossWeights, eq4_loss, eq4_terms, vae_encoder_features
 from dekag_jax.ka.transmission import LinkConfig, decode_latents, delay_spread_index, sample_conditions, \
     transmit_latents
 from dekag_jax.models.jscc import rate_units as _rate_units
 from dekag_jax.weights.convert import flatten, unflatten
 
-__all__ = ["METHODS", "Setup", "make_setup", "init_method", "forward", "make_loss", "make_step", "train",
+__all__ = ["METHODS", "Setup", "make_setup", "init_method", "forward", "make_loss", "make_step", "make_tx", "train",
            "evaluate", "edge_latents", "save_checkpoint", "load_checkpoint", "adapter_counts", "paper_size_counts",
            "grid_from_config", "run", "main", "frozen_tree", "phi_normalised", "cached_edge_latents",
            "load_codec_for", "format_table", "CODEC_TARGETS", "DECODER_FIRST_SIX"]
@@ -158,7 +159,8 @@ def phi_normalised(setup: Setup, n, snr_db, omega_index) -> jax.Array:
 
 def forward(setup: Setup, trainable, frozen, z, key, n, snr_db, omega_index):
     """One transmission of latents z ``[B, h, w, 4]`` under per-sample conditions (``n`` int [B],
-    ``snr_db`` float [B], ``omega_index`` int [B]) with the method's parameters:
+    ``snr_db`` float [B], ``omega_index`` int [B]) with the method's parameters (RC-JSCC / VJ-MAE:
+    ``n`` is the rate budget their argmax policy chooses within, ``ka.adaptive`` "cap"):
     ``(Transmission, x_check [B, H, W, 3] in [0, 1])``. Pure; jit it with ``setup`` closed over."""
     m = setup.method
     codec_params = trainable["codec"] if m == "fullft" else frozen["codec"]
@@ -169,11 +171,11 @@ def forward(setup: Setup, trainable, frozen, z, key, n, snr_db, omega_index):
     if m in ("lora", "cala"):
         phi = phi_normalised(setup, n, snr_db, omega_index) if m == "cala" else None
         with lora.attach(trainable["codec_lora"], setup.codec_specs, phi):
-            t = transmit_latents(setup.codec, codec_params, z, key, **kw)
+            t = transmit_any(setup.codec, codec_params, z, key, **kw)
         with lora.attach(trainable["dec_lora"], setup.dec_specs, phi):
             x_check = decode_latents(setup.vae, vae_params, t.z_check)
     else:
-        t = transmit_latents(setup.codec, codec_params, z, key, **kw)
+        t = transmit_any(setup.codec, codec_params, z, key, **kw)
         x_check = decode_latents(setup.vae, vae_params, t.z_check)
     return t, x_check
 
@@ -213,53 +215,139 @@ def make_step(setup: Setup, weights: LossWeights, grid, tx: optax.GradientTransf
     return partition.make_step(make_loss(setup, weights, grid, **kw), tx, has_aux=True)
 
 
+def make_tx(method: str, lr: float, *, weight_decay: float = 0.0, gate_lr_mult: float = 1.0):
+    """The optimiser of :func:`train`: AdamW at ``lr``; CALA's gates at ``lr * gate_lr_mult`` when it is not 1
+    (a resumed run rebuilds its optimiser state's structure from this)."""
+    tx = optax.adamw(lr, weight_decay=weight_decay)
+    if gate_lr_mult != 1.0 and method == "cala":
+        tx = partition.optimizer({"train": tx, "gate": optax.adamw(lr * gate_lr_mult, weight_decay=weight_decay)},
+                                 [(r".*/gate_(kernel|bias)", "gate"), (r".*", "train")])
+    return tx
+
+
 def train(setup: Setup, trainable, frozen, z, x, *, grid, weights: LossWeights, epochs: int, batch: int,
           lr: float, weight_decay: float = 0.0, seed: int = 0, log: Callable[[str], None] | None = None,
-          log_every: int = 25, gate_lr_mult: float = 1.0) -> tuple[dict, list[dict]]:
+          log_every: int = 25, gate_lr_mult: float = 1.0, mesh=None, start_epoch: int = 0, opt_state=None,
+          checkpoint_every: int = 0, on_checkpoint: Callable[[int, dict, Any, list], None] | None = None,
+          on_step: Callable[[dict], None] | None = None) -> tuple[dict, list[dict]]:
     """Epochs over the S_EG pairs (z [N, h, w, 4], x [N, H, W, 3]); shuffled per epoch, the last
     partial batch dropped (one compiled shape). AdamW at ``lr`` (CALA's gates at ``lr * gate_lr_mult``:
     1 is the paper's single learning rate). Returns ``(trainable, history)``: one row per step
-    (``step, loss, psnr, ...``)."""
+    (``step, loss, psnr, ...``).
+
+    ``mesh`` (axis ``parallel.DATA_AXIS``): data parallelism as ``ka.gka.train_stage``: the batch
+    (z, x) is split over the axis, trainable, optimiser state, frozen model and key replicated,
+    explicit in/out shardings, donation kept; ``batch`` must be divisible by the axis size.
+
+    Resume: ``start_epoch`` epochs are taken as done, ``trainable``/``opt_state`` (None: ``tx.init``)
+    their state; the per-epoch permutations and the step keys are fast-forwarded, so a resumed run
+    takes the steps of an uninterrupted one. ``on_checkpoint(epoch, trainable, opt_state, history)``
+    (1-based epoch, this call's rows) after every ``checkpoint_every``-th epoch and after the last
+    (it must copy what it keeps: the arrays are donated next step); ``on_step(row)`` after each step
+    (progress). A non-finite loss raises :class:`dekag_jax.errors.NonFiniteLossError`."""
     if setup.method == "noka" or not jax.tree_util.tree_leaves(trainable):
         return trainable, []
     n = int(z.shape[0])
     batch = min(int(batch), n)
-    tx = optax.adamw(lr, weight_decay=weight_decay)
-    if gate_lr_mult != 1.0 and setup.method == "cala":
-        tx = partition.optimizer({"train": tx, "gate": optax.adamw(lr * gate_lr_mult, weight_decay=weight_decay)},
-                                 [(r".*/gate_(kernel|bias)", "gate"), (r".*", "train")])
-    opt_state = tx.init(trainable)
-    step = make_step(setup, weights, grid, tx)
+    tx = make_tx(setup.method, lr, weight_decay=weight_decay, gate_lr_mult=gate_lr_mult)
+    if opt_state is None:
+        opt_state = tx.init(trainable)
+    shard_kw: dict = {}
+    if mesh is not None:
+        from dekag_jax import parallel
+
+        ndev = dict(mesh.shape).get(parallel.DATA_AXIS)
+        if ndev is None:
+            raise ValueError(f"tka.train: the mesh has no axis {parallel.DATA_AXIS!r} (axes {tuple(mesh.shape)})")
+        if batch % ndev:
+            raise ValueError(f"tka.train: batch={batch} is not divisible by the {ndev} devices of the mesh axis "
+                             f"{parallel.DATA_AXIS!r}")
+        rep, dat = parallel.replicated_sharding(mesh), parallel.data_sharding(mesh)
+        # step(trainable, opt_state, frozen, z, x, key) -> (trainable, opt_state, loss, metrics)
+        shard_kw = dict(in_shardings=(rep, rep, rep, dat, dat, rep), out_shardings=(rep, rep, rep, rep))
+        trainable, opt_state, frozen = jax.device_put((trainable, opt_state, frozen), rep)
+    step = partition.make_step(make_loss(setup, weights, grid), tx, has_aux=True, **shard_kw)
     rng = np.random.default_rng(seed)
     key = jax.random.key(seed)
     hist, k, t0 = [], 0, time.time()
-    z, x = jnp.asarray(z), jnp.asarray(x)
+    z, x = (jnp.asarray(z), jnp.asarray(x)) if mesh is None else (np.asarray(z), np.asarray(x))
     for ep in range(int(epochs)):
         perm = rng.permutation(n)
+        if ep < start_epoch:  # resume: this epoch's permutation drawn, its steps counted, not run
+            k += len(range(0, n - batch + 1, batch))
+            continue
         for i in range(0, n - batch + 1, batch):
-            idx = jnp.asarray(perm[i:i + batch])
-            trainable, opt_state, loss, met = step(trainable, opt_state, frozen, z[idx], x[idx],
-                                                   jax.random.fold_in(key, k))
+            idx = perm[i:i + batch] if mesh is not None else jnp.asarray(perm[i:i + batch])
+            zb, xb = z[idx], x[idx]
+            if mesh is not None:
+                zb, xb = parallel.shard_batch((zb, xb), mesh)
+            trainable, opt_state, loss, met = step(trainable, opt_state, frozen, zb, xb, jax.random.fold_in(key, k))
             row = {"step": k, "epoch": ep, **{kk: float(v) for kk, v in met.items()}}
             hist.append(row)
+            if not np.isfinite(row["loss"]):
+                from dekag_jax.errors import NonFiniteLossError
+
+                raise NonFiniteLossError(f"training loss is {row['loss']} at step {k}, epoch {ep + 1}/{epochs} "
+                                         f"(lr={lr})")
+            if on_step is not None:
+                on_step(row)
             if log and (k % log_every == 0):
                 log(f"[{setup.method}] step {k:5d} epoch {ep:4d} loss {row['loss']:.4f} psnr {row['psnr']:.2f} "
                     f"({time.time() - t0:.0f} s)")
             k += 1
+        if on_checkpoint is not None and (ep + 1 == epochs or (checkpoint_every and (ep + 1) % checkpoint_every == 0)):
+            on_checkpoint(ep + 1, trainable, opt_state, hist)
     return trainable, hist
 
 
 # ----------------------------------------------------------------------------- evaluation
 
 
+def _eval_fn(setup: Setup, mesh):
+    """The jitted evaluation chunk ``(trainable, frozen, key_data, z, x, pair, n, snr, omega_index) ->
+    (psnr [B], x_check [B, H, W, 3])``, one per (setup, mesh), kept on the setup so repeated
+    evaluations (methods, training depths) compile once. Each pair runs as a batch of one under
+    ``vmap`` with its own key ``fold_in(key, pair)``: the channel draws of a pair do not depend on
+    which other pairs share its chunk or device."""
+    cache = setup.__dict__.setdefault("_eval_cache", {})
+    if mesh in cache:
+        return cache[mesh]
+
+    def one(trainable, frozen, key, z, x, pair, n, s, w):
+        k = jax.random.fold_in(jax.random.wrap_key_data(key), pair)
+        _, xc = forward(setup, trainable, frozen, z[None], k, n[None], s[None], w[None])
+        mse = jnp.mean((xc[0] - x) ** 2)
+        return -10.0 * jnp.log10(jnp.maximum(mse, 1e-10)), xc[0]
+
+    fn = jax.vmap(one, in_axes=(None, None, None, 0, 0, 0, 0, 0, 0))
+    if mesh is None:
+        cache[mesh] = jax.jit(fn)
+    else:
+        from dekag_jax import parallel
+        rep, dat = parallel.replicated_sharding(mesh), parallel.data_sharding(mesh)
+        cache[mesh] = jax.jit(fn, in_shardings=(rep, rep, rep) + (dat,) * 6, out_shardings=(dat, dat))
+    return cache[mesh]
+
+
 def evaluate(setup: Setup, trainable, frozen, z, x, *, grid, seed: int = 1234, chunk: int = 250,
-             return_images: bool = False) -> dict:
+             return_images: bool = False, mesh=None) -> dict:
     """Received-image PSNR (dB) against x = f_LD(z) for every (test latent, condition) of ``grid``.
 
     Returns ``{"conditions": [{"tau", "snr_db", "delay_spread_ns", "psnr"}], "psnr_mean" (average
     over the conditions), "by_rate", "by_snr", "by_delay_spread"}`` (+ ``"images"`` [C, N, H, W, 3]
-    float16 when asked). Chunks of ``chunk`` (latent, condition) pairs, each with a fixed key from
-    ``seed`` and its index, so every method meets the same channel draws."""
+    float16 when asked). The C * N (latent, condition) pairs run in chunks of ``chunk`` pairs
+    (one compiled shape; the last chunk padded). Pair p (condition-major: p = c * N + i) meets the
+    channel drawn from ``fold_in(key(seed), p)``: a key per pair, so every method meets the same
+    draws and the numbers do not depend on ``chunk``, the padding or the device count.
+
+    ``mesh`` (a ``jax.sharding.Mesh`` with the axis ``parallel.DATA_AXIS``, e.g. ``parallel.
+    make_mesh()``; one host or several after ``runtime.setup``): the Monte Carlo is data parallel:
+    each chunk (padded to a multiple of the axis size) is split over the axis, the method's
+    parameters and the frozen model are replicated, explicit in/out shardings; results are
+    gathered on every process (``parallel.to_host``). Equal to the one-device result up to float
+    reassociation inside the models (tests: 4 forced host devices, two ``jax.distributed``
+    processes). With several processes every process must pass the same arguments."""
+    from dekag_jax import parallel
     units, snrs, omegas = grid
     widx = delay_spread_index(list(omegas), setup.link)
     conds = [(u, s, w, wi) for u in units for s in snrs for w, wi in zip(omegas, widx)]
@@ -269,26 +357,38 @@ def evaluate(setup: Setup, trainable, frozen, z, x, *, grid, seed: int = 1234, c
     nn = np.asarray([conds[c][0] for c in ci], np.int32)
     ss = np.asarray([conds[c][1] for c in ci], np.float32)
     ww = np.asarray([conds[c][3] for c in ci], np.int32)
-
-    @jax.jit
-    def run_chunk(trainable, frozen, zb, xb, key, n, s, w):
-        _, xc = forward(setup, trainable, frozen, zb, key, n, s, w)
-        mse = jnp.mean((xc - xb) ** 2, axis=(1, 2, 3))
-        return -10.0 * jnp.log10(jnp.maximum(mse, 1e-10)), xc
+    total = len(ci)
+    if chunk < 1:
+        raise ValueError(f"evaluate: chunk={chunk} must be >= 1")
+    chunk = min(int(chunk), total)
+    if mesh is not None:
+        ndev = dict(mesh.shape).get(parallel.DATA_AXIS)
+        if ndev is None:
+            raise ValueError(f"evaluate: the mesh has no axis {parallel.DATA_AXIS!r} (axes {tuple(mesh.shape)})")
+        chunk = parallel.pad_to_multiple(chunk, ndev)
+    run_chunk = _eval_fn(setup, mesh)
+    if mesh is not None:
+        trainable, frozen = parallel.replicate(trainable, mesh), parallel.replicate(frozen, mesh)
 
     z, x = np.asarray(z), np.asarray(x)
-    psnr = np.zeros(len(ci), np.float64)
+    psnr = np.zeros(total, np.float64)
     imgs = [] if return_images else None
-    total = len(ci)
-    for j, a in enumerate(range(0, total, chunk)):
+    key = jax.random.key_data(jax.random.key(seed))        # raw uint32: one compiled program for every seed
+    for a in range(0, total, chunk):
         b = min(a + chunk, total)
         sl = np.arange(a, b)
         pad = chunk - (b - a)                       # pad the last chunk: one compiled shape
         sl_p = np.concatenate([sl, np.full(pad, sl[-1])]) if pad else sl
-        p, xc = run_chunk(trainable, frozen, jnp.asarray(z[ii[sl_p]]), jnp.asarray(x[ii[sl_p]]),
-                          jax.random.fold_in(jax.random.key(seed), j), jnp.asarray(nn[sl_p]),
-                          jnp.asarray(ss[sl_p]), jnp.asarray(ww[sl_p]))
-        psnr[a:b] = np.asarray(p)[:b - a]
+        args = (z[ii[sl_p]], x[ii[sl_p]], sl_p.astype(np.int32), nn[sl_p], ss[sl_p], ww[sl_p])
+        if mesh is None:
+            p, xc = run_chunk(trainable, frozen, key, *(jnp.asarray(v) for v in args))
+        else:
+            p, xc = run_chunk(trainable, frozen, key, *parallel.shard_batch(args, mesh))
+        # gathered on every process (the images only when asked: they are the big part); without a
+        # mesh the arrays are this process's own, even in a multi-process job
+        host = np.asarray if mesh is None else parallel.to_host
+        p, xc = jax.tree.map(host, (p, xc)) if return_images else (host(p), None)
+        psnr[a:b] = p[:b - a]
         if return_images:
             imgs.append(np.asarray(xc[:b - a], np.float16))
     per = psnr.reshape(len(conds), N).mean(axis=1)

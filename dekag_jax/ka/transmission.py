@@ -330,11 +330,18 @@ class ReceiveFn:
     line before anything is traced; one compile serves every condition (mixed-rate layout).
     """
 
-    def __init__(self, codec: JSCCCodec, vae, link: LinkConfig = LinkConfig()):
-        self.codec, self.vae, self.link = codec, vae, link
+    def __init__(self, codec: JSCCCodec, vae, link: LinkConfig = LinkConfig(), rate_mode: str = "cap"):
+        # RC-JSCC / VJ-MAE (ka.adaptive): their policy picks the rate; ``rate`` is then the budget
+        # (rate_mode "cap"), the exact rate ("force") or ignored ("free").
+        from dekag_jax.ka.adaptive import RATE_MODES, transmit_any
+
+        if rate_mode not in RATE_MODES:
+            raise ValueError(f"rate_mode={rate_mode!r}; expected one of {', '.join(RATE_MODES)}")
+        self.codec, self.vae, self.link, self.rate_mode = codec, vae, link, rate_mode
 
         def run(codec_params, vae_params, z, key, n, snr, widx):
-            t = transmit_latents(codec, codec_params, z, key, rate_units=n, snr_db=snr, omega_index=widx, link=link)
+            t = transmit_any(codec, codec_params, z, key, rate_units=n, snr_db=snr, omega_index=widx, link=link,
+                             rate_mode=rate_mode)
             return t.z_check, decode_latents(vae, vae_params, t.z_check)
 
         self._run = jax.jit(run)
@@ -354,6 +361,9 @@ class ReceiveFn:
         if rate is None or snr_db is None or delay_spread_s is None:
             raise ValueError("ReceiveFn needs rate, snr_db and delay_spread_s (or condition=)")
         n = rate_unit_array(rate, z.shape[0], self.codec.config.max_rate_units)
+        base = getattr(self.codec.config, "base_units", 1)
+        if self.rate_mode != "free" and np.any(n < base):
+            raise ValueError(f"rate {int(n.min())}/64 is below this codec's always-sent {base}/64")
         snr, widx = condition_arrays(z.shape[0], snr_db, delay_spread_s, self.link)
         return self._run(codec_params, vae_params, z, key, jnp.asarray(n), jnp.asarray(snr), jnp.asarray(widx))
 

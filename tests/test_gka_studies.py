@@ -1,0 +1,210 @@
+"""G-KA generation and studies: ``gka.Generator`` (latents z0 and their decoding), FID/KID of the
+G-KA table, and ``ka/gka_studies`` (Fig. 7 multi-subject, Fig. 8 depth, Fig. 9 rank vs bits) at a tiny
+scale (1-2 epochs, 2 images, 2 DDIM steps: wiring and bookkeeping, not the numbers)."""
+import importlib.util
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dekag_jax.adapt import metaword
+from dekag_jax.ka import gka
+from dekag_jax.ka import gka_studies as GS
+
+TARGETS = r".*/attn[12]/to_(q|k|v|out\.0)/kernel"
+
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+
+
+def _config(variant="smoke", **over):
+    spec = importlib.util.spec_from_file_location("gka_cfg", os.path.join(ROOT, "configs", "gka.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    c = mod.get_config(variant)
+    c.metaword.epochs, c.lora.epochs, c.eval.n_images, c.eval.num_steps = 1, 1, 2, 2
+    for k, v in over.items():
+        sec, f = k.split("__")
+        setattr(c[sec], f, v)
+    return c
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    from dekag_jax.world.models import load_edge_pipeline
+
+    return load_edge_pipeline()
+
+
+@pytest.fixture(scope="module")
+def fns():
+    from dekag_jax.world.models import load_judges
+
+    return gka.judge_feature_fns(load_judges())
+
+
+@pytest.fixture(scope="module")
+def gen(pipe):
+    _, specs = gka.init_lora(pipe, jax.random.key(1), rank=2, alpha=2.0, targets=TARGETS)
+    return gka.Generator(pipe, specs, num_steps=2, guidance_scale=5.0, chunk=2)
+
+
+def test_latents_then_decode_equals_call_and_a_direct_ddim(pipe, gen):
+    from dekag_jax.diffusion.generate import sample_latents, vae_decode
+
+    seeds, prompt = [11, 12, 13], "a photo"
+    z0 = gen.latents(prompt, seeds)
+    ss, c = pipe.unet.config.sample_size, pipe.unet.config.in_channels
+    assert z0.shape == (3, ss, ss, c) and z0.dtype == np.float32
+    imgs = gen(prompt, seeds)
+    np.testing.assert_array_equal(imgs, gen.decode(z0))  # __call__ = decode(latents), bit for bit
+    assert imgs.shape == (3, ss * pipe.vae.downsample_factor, ss * pipe.vae.downsample_factor, 3)
+    # against an independent DDIM program from the same noise (chunking must not change anything)
+    z_T = jnp.stack([jax.random.normal(jax.random.key(s), (ss, ss, c), jnp.float32) for s in seeds])
+    enc = lambda p: pipe.text_encoder.apply({"params": pipe.text_params},  # noqa: E731
+                                            jnp.asarray(pipe.tokenize([p] * 3), jnp.int32))["last_hidden_state"]
+    ref = jax.jit(lambda ctx, unc, z: sample_latents(pipe.unet, pipe.unet_params, ctx, unc, z, jax.random.key(0),
+                                                     schedule=pipe.schedule, num_steps=2, guidance_scale=5.0))(
+        enc(prompt), enc(""), z_T)
+    np.testing.assert_allclose(z0, np.asarray(ref), atol=2e-4 * float(np.abs(ref).max()))
+    np.testing.assert_allclose(imgs, np.asarray(vae_decode(pipe.vae, pipe.vae_params, ref)), atol=2e-3)
+    assert gen.latents(prompt, []).shape == (0, ss, ss, c) and gen.decode(z0[:0]).shape[0] == 0
+
+
+def test_latents_with_metaword_and_lora_differ_and_decode(pipe, gen):
+    adapters, _ = gka.init_lora(pipe, jax.random.key(1), rank=2, alpha=2.0, targets=TARGETS)
+    adapters = jax.tree.map(lambda x: x + 0.05, adapters)  # a nonzero B, so the LoRA changes the model
+    mu = metaword.init_metaword(jax.random.key(2), pipe.text_encoder.config.hidden_size)
+    plain = gen.latents("a photo", [1, 2])
+    both = gen.latents("a photo", [1, 2], mu, adapters)
+    assert np.abs(plain - both).max() > 1e-3
+    np.testing.assert_array_equal(gen("a photo", [1, 2], mu, adapters), gen.decode(both))
+
+
+def _score_keys(sc):
+    assert set(sc) >= {"dino", "clip", "total"}
+    for k in ("dino", "clip", "total"):
+        assert np.isfinite(sc[k]["mean"]) and sc[k]["std"] >= 0
+
+
+def test_fid_kid_of_the_table_and_the_ub_cloud_set(pipe, fns):
+    from dekag_jax.ka.scg import build_scg
+    from dekag_jax.metrics import fid_from_features, kid_from_features
+    from dekag_jax.world.splits import split_seeds
+
+    scg = build_scg(pipe, "animal_00")
+    ref = gka.fid_reference(scg)
+    assert ref.shape == (50, 64, 64, 3) and ref.dtype == np.uint8
+    # the UB's cloud images are rendered exactly as S_CG's: at the cg_test seeds they ARE the test set
+    np.testing.assert_array_equal(gka.ub_cloud_images(scg, split_seeds("animal_00", "cg_test")), scg.test_images)
+    ub = gka.ub_cloud_images(scg, split_seeds("animal_00", "eg_test")[:12])
+    d = gka.distribution_scores(fns, ub, ref, seed=3)
+    fa, fb = np.asarray(fns["dino"](ub)), np.asarray(fns["dino"](ref))
+    assert d["fid"] == pytest.approx(fid_from_features(fa, fb), rel=1e-6)
+    k = kid_from_features(fa, fb, seed=3)
+    assert d["kid"]["mean"] == pytest.approx(k.mean, rel=1e-6, abs=1e-9) and d["kid"]["subset_size"] == 12
+    # a different distribution (another subject's cloud images) is farther than the subject's own
+    other = gka.fid_reference(build_scg(pipe, "building_00"))[:12]
+    assert gka.distribution_scores(fns, other, ref)["fid"] > d["fid"]
+    with pytest.raises(ValueError, match="judge 'inception'"):
+        gka.distribution_scores(fns, ub, ref, judge="inception")
+    folder = gka.SCG("x", "p", "folder:/nowhere", scg.train_latents, scg.train_images, scg.test_images)
+    assert gka.ub_cloud_images(folder, [1, 2]) is None
+
+
+def test_run_multi_holds_one_adapter_set_and_s_metawords(pipe, fns):
+    c = _config("multi")
+    info = {}
+    out = GS.run_multi(pipe, fns, ["human_00", "animal_00"], c, info=info, log=lambda m: None)
+    assert set(out) == {"human_00", "animal_00"}
+    for row in out.values():
+        assert set(row) == {"multi_lora", "makd", "multi_makd"}
+        for sc in row.values():
+            _score_keys(sc)
+    _, specs = gka.init_lora(pipe, jax.random.key(0), rank=c.lora.rank, alpha=c.lora.alpha, targets=c.lora.targets)
+    for name in ("multi_lora", "multi_makd"):
+        ad = info["adapters"][name]  # exactly one LoRA set, the single-subject structure
+        assert set(ad) == set(specs)
+        assert all(np.asarray(a["lora_A"]).shape[-1] == c.lora.rank for a in ad.values())
+        assert any(np.any(np.asarray(a["lora_B"]) != 0) for a in ad.values())
+    dim = pipe.text_encoder.config.hidden_size
+    mus = info["metawords"]
+    assert mus["multi_makd"].shape == mus["multi_lora"].shape == (2, 1, dim)
+    # the DB-style run keeps the random metawords; MAKD's rows are trained and differ from them
+    assert not np.allclose(np.asarray(mus["multi_makd"]), np.asarray(mus["multi_lora"]))
+    json.dumps({k: v for k, v in out.items()})  # the contract piece is JSON-safe
+    # a per-subject MAKD handed in is used, not retrained
+    given = {s: {"metaword": np.asarray(mus["multi_makd"][i]), "lora": info["per_subject_lora"][s]}
+             for i, s in enumerate(("human_00", "animal_00"))}
+    info2 = {}
+    out2 = GS.run_multi(pipe, fns, ["human_00", "animal_00"], c, per_subject=given, info=info2, log=lambda m: None)
+    assert not any(k.startswith("metaword_") for k in info2["seconds"])
+    assert out2["animal_00"]["makd"]["total"]["mean"] == pytest.approx(out["animal_00"]["makd"]["total"]["mean"],
+                                                                      rel=1e-5)
+    with pytest.raises(ValueError, match="two or more distinct"):
+        GS.run_multi(pipe, fns, ["human_00", "human_00"], c)
+
+
+def test_depth_study_scores_checkpoints_and_picks_from_held_out_images(pipe, fns):
+    c = _config()
+    info = {}
+    d = GS.depth_study(pipe, fns, "animal_00", c, metaword_epochs=(0, 1, 2), lora_epochs=(0, 1), n_heldout=8,
+                       info=info, log=lambda m: None)
+    assert [r["epoch"] for r in d["metaword"]] == [0, 1, 2] and [r["epoch"] for r in d["lora"]] == [0, 1]
+    for rows in (d["metaword"], d["lora"]):
+        for r in rows:
+            assert {"epoch", "dino", "clip", "total", "heldout_loss", "heldout_total"} <= set(r)
+            assert r["total"] == pytest.approx(r["dino"] + r["clip"], rel=1e-5)
+    assert d["chosen"]["metaword"] == GS.pick_depth(d["metaword"])
+    assert d["chosen"]["lora"] == GS.pick_depth(d["lora"])
+    # the metaword trains: its held-out eq. 6 loss falls from the random start (epoch 0)
+    assert d["metaword"][-1]["heldout_loss"] < d["metaword"][0]["heldout_loss"]
+    # the LoRA's epoch 0 is the chosen metaword alone (B = 0): the same images, the same scores
+    mw = next(r for r in d["metaword"] if r["epoch"] == d["chosen"]["metaword"])
+    assert d["lora"][0]["total"] == pytest.approx(mw["total"], rel=1e-4)
+    assert set(info["test_best"]) == {"metaword", "lora"}
+    json.dumps(d)
+
+
+def test_pick_depth():
+    rows = [{"epoch": 0, "heldout_total": 1.0}, {"epoch": 5, "heldout_total": 1.2}, {"epoch": 9, "heldout_total": 1.2}]
+    assert GS.pick_depth(rows) == 5
+    with pytest.raises(ValueError, match="no rows"):
+        GS.pick_depth([])
+
+
+def test_rank_bits_study_rows_and_bytes(pipe, fns):
+    from dekag_jax.adapt import quant
+
+    c = _config()
+    rows = GS.rank_bits_study(pipe, fns, "animal_00", c, ranks=(1, 2), bits=(16, 2), log=lambda m: None)
+    assert [(r["rank"], r["bits"]) for r in rows] == [(0, 16), (1, 16), (2, 16), (2, 2)]
+    mwb = 2 * pipe.text_encoder.config.hidden_size
+    assert rows[0]["bytes"] == mwb and rows[0]["lora_bytes"] == 0
+    ad, _ = GS._init_lora(pipe, c, jax.random.key(0), rank=2)
+    assert rows[2]["lora_bytes"] == quant.fp16_bytes(ad) and rows[3]["lora_bytes"] == quant.payload_bytes(ad, 2)
+    assert rows[1]["lora_bytes"] * 2 == rows[2]["lora_bytes"]  # rank 1 = half of rank 2 in float16
+    assert all(r["bytes"] == mwb + r["lora_bytes"] for r in rows)
+    assert rows[3]["bytes"] < rows[2]["bytes"]
+    for r in rows:
+        assert np.isfinite(r["total"])
+    with pytest.raises(ValueError, match="bits 3"):
+        GS.rank_bits_study(pipe, fns, "animal_00", c, bits=(3,))
+
+
+def test_studies_cli_errors(tmp_path, capsys):
+    from dekag_jax.errors import cli_main
+
+    spec = importlib.util.spec_from_file_location("gka_studies_cli", os.path.join(ROOT, "scripts", "gka_studies.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    cfg = os.path.join(ROOT, "configs", "gka.py")
+    assert cli_main(mod.main, ["--config", cfg]) == 2
+    assert "--out is required" in capsys.readouterr().err
+    assert cli_main(mod.main, ["--config", cfg, "--out", str(tmp_path / "x.json"), "--study", "fig7,fig6"]) == 2
+    assert "unknown ['fig6']" in capsys.readouterr().err
+    assert cli_main(mod.main, ["--config", cfg + ":nope", "--out", str(tmp_path / "x.json")]) == 2
+    assert not (tmp_path / "x.json").exists()
