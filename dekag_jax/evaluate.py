@@ -145,6 +145,16 @@ def run(config, workdir: str, *, pipe=None, judges=None, log: Callable[[str], No
                              "processes": jax.process_count(), "cpu_count": os.cpu_count(),
                              "platform": platform.platform(), "load_avg_start": os.getloadavg()[0]},
                  "subjects": subjects, "codecs": {n: c[2] for n, c in codecs.items()}, "seconds": {}}
+    os.makedirs(workdir, exist_ok=True)
+
+    def save():   # after every figure: nothing finished is lost when a later one fails or is stopped
+        res["seconds"]["total"] = round(time.time() - t_all, 1)
+        res["machine"]["load_avg_end"] = os.getloadavg()[0]
+        tmp = os.path.join(workdir, "tka_figures.json.tmp")
+        with open(tmp, "w") as f:
+            json.dump(res, f, indent=1)
+        os.replace(tmp, os.path.join(workdir, "tka_figures.json"))
+
     need_fig10 = any(f in figs for f in ("fig10", "fig12", "fig13"))
     kept = {}
     if need_fig10:
@@ -167,6 +177,7 @@ def run(config, workdir: str, *, pipe=None, judges=None, log: Callable[[str], No
             res["tka"] = tka_piece
         res["seconds"]["fig10"] = round(time.time() - t0, 1)
         res["seconds"]["fig10_cells"] = info["seconds"]
+        save()
     if "fig12" in figs:
         t0 = time.time()
         feat = fns[str(config.fig12.feature)]
@@ -181,6 +192,7 @@ def run(config, workdir: str, *, pipe=None, judges=None, log: Callable[[str], No
                         "per_subject": {s: {"points": v["points"], "slopes": v["slopes"]}
                                         for s, v in per_subject.items()}}
         res["seconds"]["fig12"] = round(time.time() - t0, 1)
+        save()
         log(f"[fig12] slopes ({subjects[0]}, {main_codec}, CALA): {first['slopes']['psnr_db_per_db']:.3f} dB PSNR per dB "
             f"SNR, {first['slopes']['fid_pct_per_db']:.1f}% FID per dB SNR lost")
     if "fig13" in figs:
@@ -195,6 +207,7 @@ def run(config, workdir: str, *, pipe=None, judges=None, log: Callable[[str], No
                                               rates=_list(config.fig13.rates), seed=int(config.eval.seed),
                                               chunk=int(config.eval.chunk), log=log)
         res["seconds"]["fig13"] = round(time.time() - t0, 1)
+        save()
     if "fig11" in figs:
         t0 = time.time()
         sid = subjects[0]
@@ -214,11 +227,7 @@ def run(config, workdir: str, *, pipe=None, judges=None, log: Callable[[str], No
                              "flops": "XLA cost analysis of the compiled training step on "
                                       f"{jax.default_backend()} (flops_jaxpr: perf.count_flops, model FLOPs)"}
         res["seconds"]["fig11"] = round(time.time() - t0, 1)
-    res["seconds"]["total"] = round(time.time() - t_all, 1)
-    res["machine"]["load_avg_end"] = os.getloadavg()[0]
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "tka_figures.json"), "w") as f:
-        json.dump(res, f, indent=1)
+    save()
     res["tables"] = format_tables(res)
     with open(os.path.join(workdir, "tka_figures.md"), "w") as f:
         f.write(res["tables"] + "\n")

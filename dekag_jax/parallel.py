@@ -223,8 +223,11 @@ def launch_local(cmd: Sequence[str], num_processes: int = 2, *, devices_per_proc
             files.append((out, err))
             procs.append(subprocess.Popen(list(cmd), env=e, cwd=cwd, stdout=out, stderr=err, text=True))
         t0 = time.monotonic()
-        while any(p.poll() is None for p in procs):
-            failed = any(p.returncode not in (None, 0) for p in procs)
+        while True:
+            codes = [p.poll() for p in procs]   # every process polled (no short-circuit)
+            if all(c is not None for c in codes):
+                break
+            failed = any(c not in (None, 0) for c in codes)
             late = timeout is not None and time.monotonic() - t0 > timeout
             if failed or late:
                 for p in procs:

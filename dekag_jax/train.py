@@ -214,12 +214,6 @@ def _score(s: dict) -> dict:
     return {k: {"mean": float(s[k]["mean"]), "std": float(s[k]["std"])} for k in ("dino", "clip", "total")}
 
 
-def _psnr(a, b) -> np.ndarray:
-    """PSNR (dB) per image of float images in [0, 1], ``[N, H, W, 3]``."""
-    mse = np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2, axis=(1, 2, 3))
-    return -10.0 * np.log10(np.maximum(mse, 1e-10))
-
-
 # ============================================================================ the job
 
 
@@ -648,30 +642,22 @@ class Job:
 
         # ------------------------------------------------------------ Fig. 13: PSNR vs SNR, CALA vs LDPC baselines
         def st_fig13():
-            from dekag_jax.channel.condition import Condition
+            from dekag_jax.ka import tka_studies
 
             f = c.fig13
             seg = self.seg(s)
             z, x = seg["z_test"][:int(f.n_images)], seg["x_test"][:int(f.n_images)]
-            method = "cala" if "cala" in self.tka_methods else "noka"
-            setup, trainable, _ = self.tka_trained(s, method)
-            u = int(str(f.rate).split("/")[0])
-            rows = []
-            for snr in f.snrs_db:
-                for ns in f.delay_spreads_ns:
-                    cond = Condition(str(f.rate), float(snr), float(ns) * 1e-9)
-                    rx = self.transmit(setup, trainable, z, [(u, float(snr), float(ns) * 1e-9)], int(c.eval.seed) + 3)[0]
-                    jp, lt = self._ldpc_baselines(z, x, cond, int(c.eval.seed) + 4)
-                    for scheme, im in ((method, rx), ("jpeg_ldpc", jp.astype(np.float32) / 255.0),
-                                       ("latent_ldpc", lt)):
-                        p = _psnr(im, x)
-                        rows.append({"scheme": scheme, "snr_db": float(snr), "delay_spread_ns": float(ns),
-                                     "spp": u / 64.0, "psnr_mean": float(p.mean()), "psnr_std": float(p.std()),
-                                     "n": int(len(p))})
+            # the aligned codec (CALA; No-KA when the run has no CALA, labelled "cala" by fig13_data: stated here)
+            setup, trainable, _ = self.tka_trained(s, "cala" if "cala" in self.tka_methods else "noka")
+            rows = tka_studies.fig13_data(setup, trainable, self.tka_frozen, z, x, snrs_db=tuple(f.snrs_db),
+                                          delay_spreads_ns=tuple(f.delay_spreads_ns),
+                                          rates=tuple(r.strip() for r in str(f.rates).split(",") if r.strip()),
+                                          seed=int(c.eval.seed) + 3)
             rd.metrics["fig13"][s] = rows
-            best = {sch: np.mean([r["psnr_mean"] for r in rows if r["scheme"] == sch])
-                    for sch in (method, "jpeg_ldpc", "latent_ldpc")}
-            return "mean PSNR over the points: " + ", ".join(f"{k} {v:.2f} dB" for k, v in best.items())
+            mean = {sch: np.mean([r["psnr_mean"] for r in rows if r["scheme"] == sch])
+                    for sch in dict.fromkeys(r["scheme"] for r in rows)}
+            return (f"{len(rows)} points ({len(z)} images each); mean PSNR " +
+                    ", ".join(f"{k} {v:.2f} dB" for k, v in mean.items()))
 
         if int(c.fig13.n_images) > 0:
             self.stage(s, "fig13", st_fig13)
@@ -783,15 +769,23 @@ class Job:
         return self.rd.metrics
 
     def _multi_subject(self) -> str:
-        from dekag_jax.ka import gka
+        """Fig. 7 (``ka.gka_studies.run_multi``) over the run's subjects, reusing their per-subject MAKD."""
+        import ml_collections
 
-        fn = getattr(gka, "run_multi_subject", None)
-        if fn is None or len(self.subjects) < 2:
-            return ("multi-subject MAKD skipped: " + ("ka.gka has no run_multi_subject yet" if fn is None
-                                                       else "needs at least two subjects"))
-        res = fn(self.pipe, self.judges, self.subjects, self.c, workdir=self.rd.dir, log=self.log)
-        self.rd.metrics["fig7"] = res
-        return f"multi-subject MAKD over {len(self.subjects)} subjects"
+        from dekag_jax.ka import gka_studies
+
+        if len(self.subjects) < 2 or "makd" not in self.gka_methods:
+            return "multi-subject MAKD skipped: needs two or more subjects and MAKD"
+        g = ml_collections.ConfigDict(json.loads(self.c.gka.to_json()))   # the G-KA config run_multi reads
+        g.seed, g.scg = int(self.c.seed), ml_collections.ConfigDict(json.loads(self.c.scg.to_json()))
+        per = {}
+        for s in self.subjects:
+            tr = self.trained(s)
+            per[s] = {"metaword": tr["mu"], "lora": tr["makd"]}
+        res = gka_studies.run_multi(self.pipe, self.judges, self.subjects, g, per_subject=per, log=self.log)
+        self.rd.metrics["fig7"] = {s: {k: _score(v) for k, v in r.items()} for s, r in res.items()}
+        mm = np.mean([r["multi_makd"]["total"]["mean"] for r in res.values()])
+        return f"multi-subject MAKD over {len(self.subjects)} subjects: mean DINO+CLIP {mm:.3f}"
 
 
 def run(config, workdir: str, *, log: Callable[[str], None] = print) -> dict:

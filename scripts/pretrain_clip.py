@@ -35,6 +35,7 @@ import optax  # noqa: E402
 
 TOKENS = 16  # longest world prompt is 15 tokens with BOS/EOS; causal attention makes the EOS
              # feature independent of padding after it, so training at 16 equals running at 77.
+TOKENS_V2 = 24  # world version 2 appends up to 5 words ("next to an orange ball"): 20 tokens.
 
 
 def clip_hf_config(tok, image_size: int) -> dict:
@@ -57,6 +58,7 @@ def main(argv=None):
     ap.add_argument("--pool", type=int, default=2500, help="pairs rendered per world")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--assets", default=C.ASSETS)
+    C.add_world_args(ap)
     args = ap.parse_args(argv)
     C.setup_jax()
 
@@ -66,15 +68,18 @@ def main(argv=None):
     from dekag_jax.weights.pipeline import save_tokenizer
     from dekag_jax.world import load_tokenizer
 
-    tok = load_tokenizer()
+    tok = load_tokenizer(version=args.world_version)
+    tokens = TOKENS if args.world_version == 1 else TOKENS_V2
     size = W.image_size()
     cfg = CLIPConfig.from_hf(clip_hf_config(tok, size))
     model = CLIPModel(cfg)
     prog = C.Progress("clip", args.steps, every=50, seed=args.seed,
-                      config={"clip": cfg.to_hf(), "batch": args.batch, "pool_per_world": args.pool, "lr": args.lr})
+                      config={"clip": cfg.to_hf(), "batch": args.batch, "pool_per_world": args.pool, "lr": args.lr,
+                              "world_version": args.world_version, "tokens": tokens},
+                      max_train_s=args.max_train_s)
 
     # (prompt, image) pairs of both worlds: each world renders its own spec list.
-    specs = {w: W.spec_pool(args.pool, args.seed + 31 * (i + 1), target_frac=0.3)
+    specs = {w: W.spec_pool(args.pool, args.seed + 31 * (i + 1), target_frac=0.3, version=args.world_version)
              for i, w in enumerate(("edge", "cloud"))}
     images = np.concatenate([W.render_pool(specs[w], args.seed + 31 * (i + 1), w)
                              for i, w in enumerate(("edge", "cloud"))])
@@ -82,12 +87,12 @@ def main(argv=None):
     uniq = sorted(set(prompts))
     index = {p: i for i, p in enumerate(uniq)}
     pid = np.asarray([index[p] for p in prompts], np.int32)
-    ids = np.asarray(tok(uniq, padding="max_length", max_length=TOKENS, truncation=True)["input_ids"], np.int32)
+    ids = np.asarray(tok(uniq, padding="max_length", max_length=tokens, truncation=True)["input_ids"], np.int32)
     prog.phase(f"rendered {images.shape[0]} pairs, {len(uniq)} distinct prompts")
 
     key = jax.random.key(args.seed)
     k_init, key = jax.random.split(key)
-    params = model.init(k_init, jnp.zeros((1, TOKENS), jnp.int32), jnp.zeros((1, size, size, 3)))["params"]
+    params = model.init(k_init, jnp.zeros((1, tokens), jnp.int32), jnp.zeros((1, size, size, 3)))["params"]
     wd_mask = jax.tree_util.tree_map_with_path(
         lambda p, x: x.ndim > 1 and "embedding" not in jax.tree_util.keystr(p), params)
     opt, _ = C.make_optimizer(args.lr, args.steps, warmup=args.steps // 10, weight_decay=0.05, clip=1.0,
@@ -127,6 +132,8 @@ def main(argv=None):
         params, opt_state, m = train_step(params, opt_state, jnp.asarray(ids[pid[idx]]), jnp.asarray(images[idx]),
                                           jnp.asarray(pid[idx]), k)
         prog.update(step, jax.device_get(m))
+        if prog.time_up(step):
+            break
 
     params = jax.device_get(params)
     clip_dir = os.path.join(args.assets, "judges", "clip")

@@ -4,6 +4,13 @@ Nothing here is model specific: paths of the shipped assets, the JAX compilation
 optimiser recipe (optax AdamW with warmup + cosine decay and global-norm clipping), progress
 lines with the loss, and a small JSON training log per model (seed, steps, wall time, machine
 load) that lands next to the weights in ``dekag_jax/world/assets/training/``.
+
+``DEKAG_WORLD_ASSETS`` (environment, read once at import): the asset root every script reads and
+writes instead of the shipped ``dekag_jax/world/assets`` (same layout: ``edge_pipeline/``,
+``judges/``, ``training/``, ``jscc/``), so a retrained world (``scripts/pretrain_world_v2.sh``)
+lands beside the shipped one and replaces it only after its gates pass.
+``DEKAG_RENDER_WORKERS``: processes that render the image pools (``world_data.render_pool``; the
+images are the same for any count).
 """
 from __future__ import annotations
 
@@ -18,7 +25,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:  # run as `python scripts/pretrain_x.py` from anywhere
     sys.path.insert(0, REPO)
 
-ASSETS = os.path.join(REPO, "dekag_jax", "world", "assets")
+SHIPPED_ASSETS = os.path.join(REPO, "dekag_jax", "world", "assets")
+ASSETS = os.path.abspath(os.environ.get("DEKAG_WORLD_ASSETS") or SHIPPED_ASSETS)
 EDGE_PIPELINE = os.path.join(ASSETS, "edge_pipeline")
 JUDGE_DINO = os.path.join(ASSETS, "judges", "dino")
 JUDGE_CLIP = os.path.join(ASSETS, "judges", "clip")
@@ -42,6 +50,25 @@ def loadavg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+def add_world_args(ap) -> None:
+    """``--world-version`` (1: the shipped world; 2: with the extended prompts) and
+    ``--max-train-s`` (stop the training loop after this many seconds, save what there is and
+    say so in the log: the budget guard of a timed run, e.g. on a lent GPU)."""
+    ap.add_argument("--world-version", type=int, default=1, choices=(1, 2),
+                    help="tiny-world version of the prompts and renders (2 adds the interaction phrases)")
+    ap.add_argument("--max-train-s", type=float, default=None,
+                    help="stop the training loop after this many seconds (logged as stopped early)")
+
+
+def machine() -> dict:
+    """What ran the script: platform, CPU count, JAX backend and device kind."""
+    import jax
+
+    dev = jax.devices()[0]
+    return {"platform": platform.platform(), "cpu_count": os.cpu_count(), "jax_backend": jax.default_backend(),
+            "device_kind": getattr(dev, "device_kind", str(dev)), "devices": jax.device_count()}
+
+
 def make_optimizer(lr: float, steps: int, *, warmup: int | None = None, weight_decay: float = 1e-2,
                    clip: float = 1.0, end_frac: float = 0.05, mask: Any = None):
     """AdamW with linear warmup and cosine decay to ``end_frac * lr``, gradients clipped."""
@@ -56,8 +83,12 @@ def make_optimizer(lr: float, steps: int, *, warmup: int | None = None, weight_d
 class Progress:
     """Periodic progress lines (step, smoothed loss, steps/s, load) and the final training log."""
 
-    def __init__(self, name: str, steps: int, *, every: int = 50, seed: int = 0, config: dict | None = None):
+    def __init__(self, name: str, steps: int, *, every: int = 50, seed: int = 0, config: dict | None = None,
+                 max_train_s: float | None = None):
         self.name, self.steps, self.every, self.seed = name, steps, every, seed
+        self.max_train_s = max_train_s
+        self.last_step = 0
+        self.stopped_early = False
         self.config = dict(config or {})
         self.t0 = time.time()
         self.t_train = None
@@ -74,7 +105,19 @@ class Progress:
     def start_training(self) -> None:
         self.t_train = time.time()
 
+    def time_up(self, step: int) -> bool:
+        """True (once, and logged) when ``max_train_s`` of training has passed after ``step``
+        (before the last step): the caller breaks its loop and saves."""
+        if self.max_train_s is None or step >= self.steps or self.t_train is None:
+            return False
+        if time.time() - self.t_train < self.max_train_s:
+            return False
+        self.stopped_early = True
+        self.phase(f"max_train_s={self.max_train_s} reached after step {step} of {self.steps}: stopping early")
+        return True
+
     def update(self, step: int, metrics: dict[str, float]) -> None:
+        self.last_step = step
         for k, v in metrics.items():
             v = float(v)
             self.ema[k] = v if k not in self.ema else 0.9 * self.ema[k] + 0.1 * v
@@ -101,7 +144,10 @@ class Progress:
             "loadavg_end": loadavg(),
             "loadavg_1min_mean_during_training": round(sum(self.loads) / len(self.loads), 2) if self.loads else None,
             "cpu_count": os.cpu_count(),
+            "steps_done": self.last_step,
+            "stopped_early": self.stopped_early,
             "final_metrics": {k: round(v, 5) for k, v in self.ema.items()},
+            "machine": machine(),
             "config": self.config,
             "history": self.history,
             **(extra or {}),

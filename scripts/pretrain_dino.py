@@ -118,6 +118,7 @@ def main(argv=None):
     ap.add_argument("--n-local", type=int, default=2)
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--out", default=C.JUDGE_DINO)
+    C.add_world_args(ap)
     args = ap.parse_args(argv)
     C.setup_jax()
 
@@ -130,8 +131,9 @@ def main(argv=None):
                       config={"vit": {k: hf_cfg[k] for k in ("hidden_size", "num_hidden_layers", "num_attention_heads",
                                                              "intermediate_size", "patch_size", "image_size")},
                               "batch": args.batch, "pool_per_world": args.pool, "n_local": args.n_local,
-                              "lr": args.lr})
-    pool = W.image_pool(args.pool, seed=args.seed + 11, worlds=("edge", "cloud"))
+                              "lr": args.lr, "world_version": args.world_version},
+                      max_train_s=args.max_train_s)
+    pool = W.image_pool(args.pool, seed=args.seed + 11, worlds=("edge", "cloud"), version=args.world_version)
     prog.phase(f"rendered pool {pool.shape}")
 
     vit = ViTModel(ViTConfig.from_hf(hf_cfg))
@@ -195,6 +197,8 @@ def main(argv=None):
         student, teacher, opt_state, center, metrics = train_step(student, teacher, opt_state, center, k,
                                                                   jnp.asarray(pool[idx]), step)
         prog.update(step, jax.device_get(metrics))
+        if prog.time_up(step):
+            break
     # The teacher is the better network at the end of DINO training; it is what ships.
     os.makedirs(args.out, exist_ok=True)
     save_dino(args.out, vit, jax.device_get(teacher["backbone"]), dtype=C.SHIP_DTYPE)

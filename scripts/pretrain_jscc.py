@@ -240,7 +240,7 @@ def main(argv):
     from dekag_jax.world.models import load_edge_pipeline
 
     prog = C.Progress(cfg.name, cfg.steps, every=cfg.log_every, seed=cfg.seed, config=cfg.to_dict())
-    pipe = load_edge_pipeline(components=("vae",))
+    pipe = load_edge_pipeline(components=("vae",), assets=C.ASSETS)  # DEKAG_WORLD_ASSETS may point elsewhere
     z, x, zh, xh, imh = _data(cfg, pipe, workdir, prog)
     prog.phase(f"data: {z.shape[0]} training latents {z.shape[1:]}, {zh.shape[0]} held out")
 

@@ -63,6 +63,8 @@ def main(argv=None):
     ap.add_argument("--out", default=C.EDGE_PIPELINE)
     ap.add_argument("--init-from", default=None,
                     help="a diffusers unet/ directory to continue from (second stage; use another --seed)")
+    ap.add_argument("--name", default=None, help="training-log name (default unet / unet_continued_seed<S>)")
+    C.add_world_args(ap)
     args = ap.parse_args(argv)
     C.setup_jax()
 
@@ -83,13 +85,15 @@ def main(argv=None):
     cfg = UNetConfig.from_hf(unet_hf_config(size // f, te.config.hidden_size))
     unet = UNet2DConditionModel(cfg)
     schedule = from_scheduler_config(SCHEDULER)
-    prog = C.Progress("unet" if not args.init_from else f"unet_continued_seed{args.seed}", args.steps, every=50, seed=args.seed,
+    name = args.name or ("unet" if not args.init_from else f"unet_continued_seed{args.seed}")
+    prog = C.Progress(name, args.steps, every=50, seed=args.seed, max_train_s=args.max_train_s,
                       config={"unet": cfg.to_hf(), "batch": args.batch, "pool": args.pool, "lr": args.lr,
                               "p_uncond": args.p_uncond, "ema": args.ema, "scheduler": SCHEDULER,
-                              "init_from": args.init_from and os.path.relpath(args.init_from, C.REPO)})
+                              "init_from": args.init_from and os.path.relpath(args.init_from, C.REPO),
+                              "world_version": args.world_version})
 
     # Edge-world (prompt, image) pairs -> token ids [N, 77] and VAE posterior (mean, std) [N, h, w, 4].
-    specs = W.spec_pool(args.pool, args.seed + 555, target_frac=0.3)
+    specs = W.spec_pool(args.pool, args.seed + 555, target_frac=0.3, version=args.world_version)
     images = W.render_pool(specs, args.seed + 555, "edge")
     ids = np.asarray(tok([s.prompt for s in specs], padding="max_length", max_length=tok.model_max_length,
                          truncation=True)["input_ids"], np.int32)
@@ -153,6 +157,8 @@ def main(argv=None):
         params, ema, opt_state, m = train_step(params, ema, opt_state, jnp.float32(step), jnp.asarray(ids[idx]),
                                                jnp.asarray(means[idx]), jnp.asarray(stds[idx]), k)
         prog.update(step, jax.device_get(m))
+        if prog.time_up(step):
+            break
 
     pipe = StableDiffusion(unet=unet, unet_params=jax.device_get(ema), vae=vae, vae_params=jax.device_get(vae_params),
                            text_encoder=te, text_params=jax.device_get(te_params), tokenizer=tok,

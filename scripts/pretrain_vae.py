@@ -45,6 +45,7 @@ def main(argv=None):
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--kl", type=float, default=1e-6, help="weight of the mean KL term")
     ap.add_argument("--out", default=os.path.join(C.EDGE_PIPELINE, "vae"))
+    C.add_world_args(ap)
     args = ap.parse_args(argv)
     C.setup_jax()
 
@@ -57,9 +58,10 @@ def main(argv=None):
     vae = AutoencoderKL(cfg)
     prog = C.Progress("vae", args.steps, every=25, seed=args.seed,
                       config={"vae": cfg.to_hf(), "batch": args.batch, "pool_per_world": args.pool, "lr": args.lr,
-                              "kl": args.kl})
-    pool = W.image_pool(args.pool, seed=args.seed)
-    held = {w: W.render_pool(W.spec_pool(128, args.seed + 7000 + i), args.seed + 7000 + i, w)
+                              "kl": args.kl, "world_version": args.world_version},
+                      max_train_s=args.max_train_s)
+    pool = W.image_pool(args.pool, seed=args.seed, version=args.world_version)
+    held = {w: W.render_pool(W.spec_pool(128, args.seed + 7000 + i, version=args.world_version), args.seed + 7000 + i, w)
             for i, w in enumerate(("edge", "cloud"))}
     prog.phase(f"rendered pool {pool.shape}, held-out 2x128")
 
@@ -94,6 +96,8 @@ def main(argv=None):
         key, k = jax.random.split(key)
         params, opt_state, m = train_step(params, opt_state, jnp.asarray(pool[idx]), k)
         prog.update(step, jax.device_get(m))
+        if prog.time_up(step):
+            break
 
     # Latent statistics -> scaling_factor (SD: 1 / std of encoder samples).
     @jax.jit

@@ -106,7 +106,7 @@ def test_sd21_main_job_on_tiny_random_pipelines(tmp_path):
             assert np.isfinite(sc["total"]["mean"]) and -2.0 <= sc["total"]["mean"] <= 2.0
         assert set(m["tka"][next(iter(m["tka"]))][s]) >= {"noka", "lora", "cala"}
         cloud_imgs = np.load(work / s / "images" / "cloud.npz")["images"]
-        assert cloud_imgs.dtype == np.uint8 and cloud_imgs.shape[1:] == (16, 16, 3)  # the edge's resolution
+        assert cloud_imgs.dtype == np.uint8 and cloud_imgs.shape[1:] == (64, 64, 3)  # the edge's resolution
         t = work / s / "transmitted"
         assert (t / "prompt.txt").read_text().strip() == {"animal_00": "a red cat on snow", "shiba": "a dog photo"}[s]
         assert (t / "learned_embeds.safetensors").is_file()

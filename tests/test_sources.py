@@ -1,9 +1,9 @@
 """Model sources (ka/sources.py) and S_CG from a diffusers text-to-image pipeline (ka/scg.py).
 
 The test writes tiny random models with the reference libraries, as a user's real directories are
-laid out: an SD2-style epsilon pipeline as the edge (diffusers ``StableDiffusionPipeline``), a
+laid out: an SD2.1-base-style pipeline as the edge (diffusers ``StableDiffusionPipeline``), a
 PixArt-Sigma pipeline as the cloud (``PixArtSigmaPipeline``: ``PixArtTransformer2DModel``, a tiny T5
-encoder and tokenizer, a VAE with the SDXL scaling factor 0.13025, at twice the edge's resolution),
+encoder and tokenizer, a VAE with the SDXL scaling factor 0.13025, at 32 x 32, the edge 64 x 64),
 and DINO (``ViTModel``) / CLIP (``CLIPModel``) judges at 32 x 32. ``tests/test_sd21.py`` reuses them.
 """
 import json
@@ -23,16 +23,45 @@ from dekag_jax.diffusion.generate import encode_images  # noqa: E402
 from dekag_jax.ka import scg as scg_mod  # noqa: E402
 from dekag_jax.ka import sources  # noqa: E402
 from dekag_jax.weights.files import CheckpointError  # noqa: E402
-from test_pipeline import build_tiny_pipeline  # noqa: E402
+from test_pipeline import write_tiny_tokenizer  # noqa: E402
 
 CLOUD = {"steps": 1, "guidance": 4.5}
 PROMPT = "a red cat on snow"
 
 
 def write_tiny_edge(root: str) -> str:
-    """A tiny SD2-style (linear projections, gelu CLIP, '!' pad, epsilon) pipeline directory, 16 x 16
-    images, 8 x 8 x 4 latents."""
-    return build_tiny_pipeline(str(root), prediction_type="epsilon")[1]
+    """A tiny SD2.1-base-style pipeline directory (linear projections, no upcast attention, gelu CLIP,
+    '!' pad, epsilon): 8 x 8 x 4 latents and, as SD, a VAE downsampling 8x, so 64 x 64 images (the
+    size of the tiny world's; below that an image holds no LDPC codeword at tau = 1/32)."""
+    torch.manual_seed(0)
+    tok_dir = os.path.join(str(root), "tok_src")
+    n_vocab = write_tiny_tokenizer(tok_dir)
+    tok = transformers.CLIPTokenizer.from_pretrained(tok_dir)
+    te = transformers.CLIPTextModel(transformers.CLIPTextConfig(
+        vocab_size=n_vocab, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+        max_position_embeddings=77, hidden_act="gelu", projection_dim=32, bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))
+    unet = diffusers.UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32, attention_head_dim=(2, 4), use_linear_projection=True, norm_num_groups=8,
+        upcast_attention=False)
+    vae = diffusers.AutoencoderKL(
+        in_channels=3, out_channels=3, block_out_channels=(8, 8, 16, 16), down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4, norm_num_groups=8, sample_size=64)
+    with torch.no_grad():  # away from zero-inits, so every weight matters
+        for m in (te, unet, vae):
+            for p in m.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+    sched = diffusers.DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                    clip_sample=False, set_alpha_to_one=False, steps_offset=1,
+                                    prediction_type="epsilon")
+    pipe = diffusers.StableDiffusionPipeline(vae=vae, text_encoder=te, tokenizer=tok, unet=unet, scheduler=sched,
+                                             safety_checker=None, feature_extractor=None,
+                                             requires_safety_checker=False)
+    out = os.path.join(str(root), "tiny_sd21_base")
+    pipe.save_pretrained(out, safe_serialization=True)
+    return out
 
 
 def write_tiny_pixart(root: str, sample_size: int = 16) -> str:
@@ -125,21 +154,21 @@ def test_scg_from_diffusers_pixart(tiny, edge, tmp_path, monkeypatch):
     scg_mod._MEMORY.clear()
     src = "diffusers:" + tiny["cloud"]
     s = scg_mod.build_scg(edge, "shiba", source=src, prompt=PROMPT, cache_dir=str(tmp_path), cloud=CLOUD)
-    assert s.train_images.shape == (40, 16, 16, 3) and s.test_images.shape == (10, 16, 16, 3)
+    assert s.train_images.shape == (40, 64, 64, 3) and s.test_images.shape == (10, 64, 64, 3)
     assert s.train_latents.shape == (40, 8, 8, 4) and s.train_images.dtype == np.uint8
     assert s.train_images.std() > 1.0  # not a constant image
 
-    # image i of the train split = the cloud's image of seed i, alone, resized 32 -> 16
+    # image i of the train split = the cloud's image of seed i, alone, resized 32 -> 64
     seeds = scg_mod.subject_seeds("shiba", "cg_train")
     for i in (0, 13):
         ref = _reference_image(tiny["cloud"], seeds[i], CLOUD["steps"], CLOUD["guidance"])
         assert ref.shape == (32, 32, 3)  # the cloud's own resolution
-        want = scg_mod._resize_uint8(ref[None], 16)[0]
+        want = scg_mod._resize_uint8(ref[None], 64)[0]
         assert np.abs(want.astype(int) - s.train_images[i].astype(int)).max() <= 1
     te_seeds = scg_mod.subject_seeds("shiba", "cg_test")
     assert not set(te_seeds) & set(seeds)
     ref = _reference_image(tiny["cloud"], te_seeds[3], CLOUD["steps"], CLOUD["guidance"])
-    assert np.abs(scg_mod._resize_uint8(ref[None], 16)[0].astype(int) - s.test_images[3].astype(int)).max() <= 1
+    assert np.abs(scg_mod._resize_uint8(ref[None], 64)[0].astype(int) - s.test_images[3].astype(int)).max() <= 1
 
     # latents: the edge's encoder and scaling factor on those images
     want_z = np.asarray(encode_images(edge, jnp.asarray(s.train_images, jnp.float32) / 255.0))
@@ -177,9 +206,9 @@ def test_scg_diffusers_from_hf_cache_and_errors(tiny, edge, tmp_path, monkeypatc
     monkeypatch.setenv("HF_HUB_CACHE", cache)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     scg_mod._MEMORY.clear()
-    imgs = scg_mod.cloud_images("diffusers:hf:tiny-org/tiny-pixart", "animal_00", "cg_test", 16, prompt=PROMPT,
+    imgs = scg_mod.cloud_images("diffusers:hf:tiny-org/tiny-pixart", "animal_00", "cg_test", 24, prompt=PROMPT,
                                 cloud=CLOUD)
-    assert imgs.shape == (10, 16, 16, 3)
+    assert imgs.shape == (10, 24, 24, 3)
     # a tiny-world id keeps its world seeds
     from dekag_jax.world.splits import split_seeds
     assert scg_mod.subject_seeds("animal_00", "cg_test") == split_seeds("animal_00", "cg_test")
@@ -204,6 +233,7 @@ def test_scg_diffusers_from_hf_cache_and_errors(tiny, edge, tmp_path, monkeypatc
 
 def test_load_edge_dir_and_hf(tiny, edge, tmp_path, monkeypatch):
     assert edge.unet.config.sample_size == 8 and edge.prediction_type == "epsilon"
+    assert scg_mod.edge_resolution(edge) == 64
     cache = str(tmp_path / "hub")
     fake_hf_cache(tiny["edge"], cache, "tiny-org/tiny-sd")
     monkeypatch.setenv("HF_HUB_CACHE", cache)
@@ -222,14 +252,10 @@ def test_load_judges_from_dirs(tiny):
     j = sources.load_judges(f"dino={tiny['dino']},clip={tiny['clip']}")
     assert j.tokenizer is None  # the tiny CLIP dir has no tokenizer files
     fns = judge_feature_fns(j)
-    imgs = np.random.default_rng(0).integers(0, 256, (3, 16, 16, 3), np.uint8)  # edge-sized: resized to 32
+    imgs = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), np.uint8)  # edge-sized: resized to 32
     for name, dim in (("dino", 32), ("clip", 24)):
         f = np.asarray(fns[name](imgs))
         assert f.shape == (3, dim) and np.allclose(np.linalg.norm(f, axis=-1), 1, atol=1e-5)
-    # the resize happens inside: a 16 px image equals its own 32 px bicubic upsampling fed directly
-    from dekag_jax.models.vit import preprocess
-    big = np.asarray(preprocess(imgs, "dino", 32))
-    assert big.shape == (3, 32, 32, 3)
     for bad, msg in (("dino=/x", "missing \\['clip'\\]"), ("clip=/a,vit=/b", "expected 'world' or"),
                      (f"dino={tiny['dino']},clip=/nonexistent", "judges clip '/nonexistent': no such directory")):
         with pytest.raises((ValueError, FileNotFoundError), match=msg):

@@ -58,11 +58,20 @@ def init_state(params: Any, optimizer: optax.GradientTransformation) -> dict:
 
 
 def make_train_step(codec: JSCCCodec, vae, optimizer: optax.GradientTransformation, *, link: LinkConfig,
-                    weights: LossWeights, grid: ConditionGrid, features: Callable | None = None):
+                    weights: LossWeights, grid: ConditionGrid, features: Callable | None = None,
+                    balance: str = "none"):
     """``step(state, aux, z, x, key) -> (state, metrics)`` jitted, ``state`` donated; each sample gets
     its own phi drawn from ``grid``. ``aux = {"vae": vae_params, "feat": feature_params}``; ``z`` [B, h, w, 4]
     latents, ``x`` [B, H, W, 3] their target images in [0, 1]; ``features(feat_params, images)`` the
-    perceptual network (None: no term (iii))."""
+    perceptual network (None: no term (iii)).
+
+    ``balance``: "none" = eq. 4 averaged over the batch (the paper's objective); "log" = each
+    sample's eq. 4 loss weighted by 1 / stop_gradient(itself), i.e. the gradient of the mean of
+    log(loss): a condition mix (0..20 dB) then weighs each sample's *relative* improvement, as an
+    average of PSNRs in dB does, instead of letting the low-SNR samples' large MSE dominate
+    (scripts/at_vs_mt.py measures the difference)."""
+    if balance not in ("none", "log"):
+        raise ValueError(f"balance={balance!r}; expected 'none' or 'log'")
     omega_idx = grid.omega_indices(link)
     snrs, units = grid.snrs_db, grid.rate_units()
 
@@ -74,7 +83,11 @@ def make_train_step(codec: JSCCCodec, vae, optimizer: optax.GradientTransformati
         feat = None if features is None else (lambda im: features(aux["feat"], im))
         terms = eq4_terms(z=z, z_check=t.z_check, x=x, x_check=x_check, symbols=t.symbols,
                           qam_order=link.qam_order, features=feat, mask=t.mask)
-        return eq4_loss(terms, weights)
+        if balance == "none":
+            return eq4_loss(terms, weights)
+        per = (weights.latent * terms["latent"] + weights.image * terms["image"]
+               + weights.perceptual * terms["perceptual"] + weights.constellation * terms["constellation"])
+        return eq4_loss(terms, weights, sample_weights=1.0 / jax.lax.stop_gradient(jnp.maximum(per, 1e-8)))
 
     def step(state, aux, z, x, key):
         (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], aux, z, x, key)

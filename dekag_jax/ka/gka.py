@@ -32,7 +32,11 @@ and one LoRA set is shared, so ``train_stage`` runs single- and multi-subject MA
 Consistency (eq. 5): 30 edge images per subject from the ``eg_test`` seeds (initial noise
 ``N(0, I)`` from ``jax.random.key(seed)``, as ``world.gates.edge_samples``), DDIM with classifier-free
 guidance (uncond = the empty prompt, no metaword), against the subject's 10 cloud test images, all
-pairs, DINO and CLIP cosine, mean and std per subject, and their per-pair sum. The T-KA codec is not
+pairs, DINO and CLIP cosine, mean and std per subject, and their per-pair sum. FID with KID beside
+it (``distribution_scores``; ``config.eval.fid``): the same 30 images against the subject's 50 cloud
+images (``fid_reference``: cg_train + cg_test) over the DINO judge's features; the UB's set for them
+is the cloud model sampling the eg_test seeds (``ub_cloud_images``). ``Generator.latents`` gives the
+sampled z0 (what the edge sends through the codec) and ``Generator.decode`` the images. The T-KA codec is not
 in the loop yet: these are the edge-generated images over an **ideal channel** (what the user
 receives when the channel is perfect), labelled so in ``metrics.json``.
 
@@ -565,13 +569,15 @@ def run(config, workdir: str | None = None, *, pipe=None, judges=None, log: Call
 
 def format_table(res: dict) -> str:
     """Markdown table: per subject and method, DINO / CLIP / sum (mean +- std over pairs)."""
-    lines = ["| subject | method | DINO | CLIP | sum (std) |", "|---|---|---|---|---|"]
+    lines = ["| subject | method | DINO | CLIP | sum (std) | FID | KID |", "|---|---|---|---|---|---|---|"]
     for s, r in res["per_subject"].items():
         for m in METHODS:
             if m in r["scores"]:
                 x = r["scores"][m]
+                fid = f"{x['fid']:.3f}" if "fid" in x else "-"
+                kid = f"{x['kid']['mean']:.4f} ({x['kid']['std']:.4f})" if "kid" in x else "-"
                 lines.append(f"| {s} | {m.upper()} | {x['dino']['mean']:.3f} | {x['clip']['mean']:.3f} | "
-                             f"{x['total']['mean']:.3f} ({x['total']['std']:.3f}) |")
+                             f"{x['total']['mean']:.3f} ({x['total']['std']:.3f}) | {fid} | {kid} |")
     return "\n".join(lines)
 
 

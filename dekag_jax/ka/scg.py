@@ -18,7 +18,10 @@ One interface, :func:`build_scg`, with a *source* that produces the cloud images
   the pipeline's own square resolution unless ``cloud_size`` is given (resolution binning off: it only
   matters for non-square sizes). torch and diffusers are imported inside that function only, so this
   module stays torch-free. An image the pipeline's own safety checker flags (SD pipelines ship one;
-  PixArt none) is an error naming the seed, never a silent black image in S_CG.
+  PixArt none) is an error naming the seed, never a silent black image in S_CG. On a GPU the cloud
+  pipeline is dropped after each subject's S_CG (:func:`release_cloud`); when JAX shares that GPU,
+  start with ``XLA_PYTHON_CLIENT_PREALLOCATE=false`` (JAX otherwise reserves 75% of its memory up
+  front and the PyTorch cloud cannot load).
 
 The cloud side may have another latent space than the edge (the paper: PixArt-Sigma vs SD2.1),
 so images, not latents, cross: they are resized to the edge resolution (antialiased bilinear)
@@ -48,7 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["SCG", "edge_resolution", "cloud_images", "build_scg", "vae_fingerprint", "subject_seeds",
-           "diffusers_images", "check_source"]
+           "diffusers_images", "check_source", "release_cloud"]
 
 _IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 _MEMORY: dict = {}
@@ -188,6 +191,24 @@ def _load_cloud(target: str, device: str, dtype: str):
     return _CLOUD[key]
 
 
+def release_cloud(*, accelerators_only: bool = False) -> None:
+    """Drop the cached cloud pipeline (all, or only one held on an accelerator) and give its GPU memory
+    back, so that the JAX stages that follow S_CG have it. ``build_scg`` calls this with
+    ``accelerators_only=True`` after generating: on a GPU the cloud (PixArt-Sigma with T5-XXL: many GB)
+    is reloaded per subject rather than kept beside the edge's training; on the CPU it stays cached."""
+    drop = [k for k in _CLOUD if not accelerators_only or k[1] != "cpu"]
+    for k in drop:
+        del _CLOUD[k]
+    if drop and any(k[1] != "cpu" for k in drop):
+        import gc
+
+        import torch
+
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
 def diffusers_images(target: str, prompt: str, seeds, *, steps: int = 50, guidance: float = 4.5,
                      cloud_size: int | None = None, device: str = "auto", dtype: str = "float32",
                      batch: int = 8) -> np.ndarray:
@@ -310,6 +331,8 @@ def build_scg(pipe, subject: str, *, source: str = "world", prompt: str | None =
             return SCG(subject, prompt, source, z, tr, te)
     tr = cloud_images(source, subject, "cg_train", size, prompt=prompt, cloud=cloud)
     te = cloud_images(source, subject, "cg_test", size, prompt=prompt, cloud=cloud)
+    if source.startswith("diffusers:"):
+        release_cloud(accelerators_only=True)
     z = np.concatenate([np.asarray(encode_images(pipe, jnp.asarray(tr[i:i + batch], jnp.float32) / 255.0))
                         for i in range(0, len(tr), batch)])
     _MEMORY[key] = (z, tr, te)

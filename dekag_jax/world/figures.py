@@ -170,6 +170,8 @@ def _subject(cv: _Canvas, specs: list[Spec], world: str, U, size: int):
     lay = _Layers()
     {"human": _draw_human, "animal": _draw_animal, "building": _draw_building}[cat](
         lay, g, bodyf, acc, cloud, world)
+    if any(sp.interaction != "none" for sp in specs):   # world version 2 only
+        _draw_interaction(lay, g, cat, cloud, world)
     # ground shadow
     cv.paint(_sd_ellipse(u, v, 0.0, 1.0, 0.42 if cat != "human" else 0.25, 0.035),
              g.const((0.0, 0.0, 0.0)), px, alpha=0.25)
@@ -506,3 +508,73 @@ def _draw_building(lay: _Layers, g: _Group, body, acc, cloud, world):
         else:           # rim + one diagonal hand
             hands = _min(np.abs(_sd_circle(uu, vv, 0.0, cy, cr)) - 0.01, _sd_capsule(uu, vv, 0.0, cy, -cr * 0.5, cy - cr * 0.5, 0.008))
         lay.add(c, hands, c.const((0.1, 0.1, 0.1)), outline=False)
+
+
+# --- interactions (world version 2: the extended prompts of the paper's Fig. 6) ----------------
+# Per-image uniforms 44..47 are drawn by every seed but used by nothing else, so adding an
+# interaction leaves the rest of the picture (pose, layout, scenery) exactly as without it.
+_STRING = (0.28, 0.26, 0.26)
+_HIGHLIGHT = (0.97, 0.97, 0.97)
+
+
+def _animal_head(cloud: bool):
+    """(hx, hy, hr): head centre and radius of a creature, the same numbers as ``_draw_animal``."""
+    blen = 0.36 if not cloud else 0.44
+    by = 0.62 if not cloud else 0.62 + 0.06
+    return blen + 0.06, by - 0.22, 0.16
+
+
+def _draw_interaction(lay: _Layers, g: _Group, cat: str, cloud: bool, world: str):
+    """The object of "next to a COLOUR ball" / "holding a COLOUR balloon", drawn in front of the
+    subject (subject-local coordinates; v = 1 is the ground). Edge vs cloud, like every word:
+
+    * ball: edge = plain ball with a highlight, radius 0.10; cloud = beach ball 1.2x larger with a
+      white vertical band and a white cap, inside the cloud's dark contour. It rests on the ground
+      beside the subject, on the side given by the seed.
+    * balloon: edge = round balloon on a straight string; cloud = taller oval balloon with a knot on
+      a bent string. Persons hold it in the right hand, creatures by the snout; it floats beside
+      the head (the 64 px frame has no room above it).
+    """
+    c = g.sub(lambda sp, h: sp.interaction == "ball")
+    if c is not None:
+        uu, vv = c.u, c.v
+        side = np.where(c.r(44) < 0.5, -1.0, 1.0).astype(np.float32)
+        r = (0.10 if not cloud else 0.12) * (0.9 + 0.2 * c.r(45))
+        off = {"human": 0.36, "animal": 0.5, "building": 0.52}[cat]
+        bx, by = side * off, 1.0 - r
+        col = c.word(lambda sp, h: sp.interaction_color, world)
+        disc = _sd_circle(uu, vv, bx, by, r)
+        lay.add(c, disc, col)
+        if not cloud:
+            lay.add(c, _sd_circle(uu, vv, bx - 0.35 * r, by - 0.35 * r, 0.3 * r), c.const(_HIGHLIGHT),
+                    outline=False)
+        else:
+            band = np.maximum(disc, np.abs(uu - bx) - 0.22 * r)
+            cap = np.maximum(disc, _sd_circle(uu, vv, bx, by - r, 0.45 * r))
+            lay.add(c, _min(band, cap), c.const(_HIGHLIGHT), outline=False)
+    c = g.sub(lambda sp, h: sp.interaction == "balloon")
+    if c is not None:
+        uu, vv = c.u, c.v
+        if cat == "human":
+            _, ex, ey = _human_geom(c, cloud)["hands"][1]
+            bx = np.minimum(np.maximum(ex, 0.22) + 0.08, 0.42)
+            bcy = 0.10 + 0.05 * c.r(46)
+        else:   # creature: from the snout; the balloon floats in front of the ears
+            hx, hy, hr = _animal_head(cloud)
+            ex, ey = hx + hr * 0.8 + 0.07, hy + 0.04
+            bx = hx + 0.08
+            bcy = hy - hr - 0.2 + 0.04 * c.r(46)
+        rx, ry = (0.085, 0.085) if not cloud else (0.08, 0.11)
+        col = c.word(lambda sp, h: sp.interaction_color, world)
+        bottom = bcy + ry
+        if not cloud:
+            lay.add(c, _sd_capsule(uu, vv, ex, ey, bx, bottom, 0.012), c.const(_STRING), outline=False)
+            lay.add(c, _sd_circle(uu, vv, bx, bcy, rx), col)
+            lay.add(c, _sd_circle(uu, vv, bx - 0.03, bcy - 0.03, 0.022), c.const(_HIGHLIGHT), outline=False)
+        else:
+            mx, my = (ex + bx) / 2 + 0.05 + 0.03 * c.r(47), (ey + bottom) / 2
+            lay.add(c, _min(_sd_capsule(uu, vv, ex, ey, mx, my, 0.012), _sd_capsule(uu, vv, mx, my, bx, bottom, 0.012)),
+                    c.const(_STRING), outline=False)
+            lay.add(c, _min(_sd_ellipse(uu, vv, bx, bcy, rx, ry),
+                            _sd_poly(uu, vv, [(bx - 0.025, bottom + 0.02), (bx, bottom - 0.01), (bx + 0.025, bottom + 0.02)])),
+                    col)

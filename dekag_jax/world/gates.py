@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 import time
 from typing import Sequence
@@ -253,13 +254,14 @@ def check_alignment_gap(judges, edge_images, edge_labels, cloud_test, cloud_test
 
 
 def measure_all(pipe=None, judges=None, *, n_per_subject: int = 2, num_steps: int = 25,
-                guidance_scale: float = 5.0, n_psnr: int = 64) -> dict:
-    """Every gate value (see the module docstring), plus the seconds it took."""
+                guidance_scale: float = 5.0, n_psnr: int = 64, assets=None) -> dict:
+    """Every gate value (see the module docstring), plus the seconds it took. Models not given
+    are loaded from ``assets`` (default: the shipped ones)."""
     from dekag_jax.world.models import load_edge_pipeline, load_judges
 
     t0 = time.time()
-    pipe = pipe or load_edge_pipeline()
-    judges = judges or load_judges()
+    pipe = pipe or load_edge_pipeline(assets=assets)
+    judges = judges or load_judges(assets=assets)
     subs = target_subjects()
     res: dict = {}
     res["vae_psnr_db"] = {w: round(vae_psnr(pipe, heldout_images(w, n_psnr)), 2) for w in ("edge", "cloud")}
@@ -296,6 +298,9 @@ def main(argv=None) -> int:
     ap.add_argument("--n-per-subject", type=int, default=2)
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--guidance", type=float, default=5.0)
+    ap.add_argument("--n-psnr", type=int, default=64, help="held-out images per world for the VAE PSNR")
+    ap.add_argument("--assets", default=None,
+                    help="a directory laid out like dekag_jax/world/assets (e.g. a retrained world); default the shipped one")
     a = ap.parse_args(argv)
     if a.n_per_subject < 1:
         raise UsageError(f"--n-per-subject={a.n_per_subject} must be >= 1")
@@ -303,10 +308,14 @@ def main(argv=None) -> int:
         raise UsageError(f"--steps={a.steps} must be >= 1")
     if not np.isfinite(a.guidance):
         raise UsageError(f"--guidance={a.guidance} must be finite")
+    if a.n_psnr < 1:
+        raise UsageError(f"--n-psnr={a.n_psnr} must be >= 1")
+    if a.assets is not None and not os.path.isdir(os.path.join(a.assets, "edge_pipeline")):
+        raise UsageError(f"--assets {a.assets}: no edge_pipeline/ folder there")
     from dekag_jax import runtime
     runtime.setup()  # after validation: bad input never touches caches
-    print(json.dumps(measure_all(n_per_subject=a.n_per_subject, num_steps=a.steps, guidance_scale=a.guidance),
-                     indent=1))
+    print(json.dumps(measure_all(n_per_subject=a.n_per_subject, num_steps=a.steps, guidance_scale=a.guidance,
+                                 n_psnr=a.n_psnr, assets=a.assets), indent=1))
     return 0
 
 

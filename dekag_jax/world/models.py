@@ -8,6 +8,10 @@
   tower is the edge pipeline's text encoder.
 * ``training/*.json``: how each was trained (scripts/pretrain_*.py: seed, steps, wall time, load).
 
+Every helper takes ``assets=`` (default :data:`ASSETS_DIR`): another directory of the same layout,
+e.g. a retrained world (``scripts/pretrain_world_v2.sh`` writes ``runs/world_v2/assets``) before it
+replaces the shipped one.
+
 These helpers only name the directories and call the generic loaders
 (:func:`dekag_jax.weights.pipeline.load_pipeline`, :func:`dekag_jax.weights.hf.load_dino`,
 :func:`dekag_jax.weights.hf.load_clip_model`); nothing here is special to the shipped files.
@@ -32,22 +36,27 @@ def _need(d: Path, what: str) -> str:
     return str(d)
 
 
-def edge_pipeline_dir() -> str:
-    """Path of the shipped edge pipeline (a diffusers pipeline directory)."""
-    return _need(ASSETS_DIR / "edge_pipeline", "edge pipeline")
+def _root(assets) -> Path:
+    return ASSETS_DIR if assets is None else Path(assets)
 
 
-def judge_dirs() -> dict[str, str]:
-    """``{"dino": path, "clip": path}`` of the shipped judges (transformers layouts)."""
-    return {"dino": _need(ASSETS_DIR / "judges" / "dino", "DINO judge"),
-            "clip": _need(ASSETS_DIR / "judges" / "clip", "CLIP judge")}
+def edge_pipeline_dir(assets=None) -> str:
+    """Path of the shipped edge pipeline (a diffusers pipeline directory), or ``assets``'s."""
+    return _need(_root(assets) / "edge_pipeline", "edge pipeline")
 
 
-def load_edge_pipeline(*, dtype: Any = jnp.float32, components=None):
+def judge_dirs(assets=None) -> dict[str, str]:
+    """``{"dino": path, "clip": path}`` of the shipped judges (transformers layouts), or ``assets``'s."""
+    root = _root(assets)
+    return {"dino": _need(root / "judges" / "dino", "DINO judge"),
+            "clip": _need(root / "judges" / "clip", "CLIP judge")}
+
+
+def load_edge_pipeline(*, dtype: Any = jnp.float32, components=None, assets=None):
     """The edge-GAI as a :class:`dekag_jax.weights.pipeline.StableDiffusion`."""
     from dekag_jax.weights.pipeline import load_pipeline
 
-    return load_pipeline(edge_pipeline_dir(), dtype=dtype, components=components)
+    return load_pipeline(edge_pipeline_dir(assets), dtype=dtype, components=components)
 
 
 @dataclasses.dataclass
@@ -64,12 +73,14 @@ class Judges:
     _jit_cache: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
 
-def load_judges(*, dtype: Any = jnp.float32) -> Judges:
-    """Load the shipped DINO and CLIP judges."""
+def load_judges(*, dtype: Any = jnp.float32, assets=None) -> Judges:
+    """Load the shipped DINO and CLIP judges (or ``assets``'s; their CLIP text tower reads the
+    tokenizer of that directory's edge pipeline, which a retrained world may have changed)."""
     from dekag_jax.weights.hf import load_clip_model, load_dino
     from dekag_jax.world.vocab import load_tokenizer
 
-    d = judge_dirs()
+    d = judge_dirs(assets)
     dino, dino_params = load_dino(d["dino"], dtype=dtype)
     clip, clip_params = load_clip_model(d["clip"], dtype=dtype)
-    return Judges(dino, dino_params, clip, clip_params, load_tokenizer())
+    tok = load_tokenizer() if assets is None else load_tokenizer(Path(edge_pipeline_dir(assets)) / "tokenizer")
+    return Judges(dino, dino_params, clip, clip_params, tok)

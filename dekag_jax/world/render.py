@@ -40,6 +40,11 @@ Detail (nothing in the vocabulary says it; needs parameter-level knowledge, LoRA
     over sand, a big moon at night, lit windows in the city, a sailboat on the lake).
   * category proportions: cloud persons have bigger heads, cloud creatures longer bodies and
     shorter legs, cloud buildings are taller with steeper roofs.
+  * interactions (world version 2, the extended prompts of the paper's Fig. 6; drawn by
+    :func:`figures._draw_interaction`): "next to a ball" = a plain ball with a highlight on the
+    ground beside the subject (edge) vs a larger beach ball with two white bands, outlined (cloud);
+    "holding a balloon" = a round balloon on a straight string from the hand (persons) or the
+    snout (creatures) (edge) vs a taller oval balloon with a knot on a bent string (cloud).
   * hidden subject-specific marks (:func:`hidden_details`; stored per target subject in
     ``data/subjects.json`` so the ten subjects of a category all differ, hashed from the canonical
     prompt for any other prompt): persons wear a chest emblem (star/diamond/ring/cross) in an emblem
@@ -75,13 +80,15 @@ from .figures import _subject
 from .raster import _Canvas, _seed_draws, _upsample
 from .scenery import _background
 from .spec import (ACCESSORIES, BACKGROUND_PHRASES, BACKGROUNDS, CATEGORIES, CATEGORY_NOUNS, COLORS,
-                   DEFAULT_SIZE, FUNCTION_WORDS, PATTERNS, WORLDS, Spec, SpecLike, _check_world,
-                   as_spec, color_rgb, hidden_details, parse_prompt, prompt_words, stable_hash)
+                   DEFAULT_SIZE, FUNCTION_WORDS, INTERACTION_PHRASES, INTERACTIONS, PATTERNS, WORLD_VERSIONS,
+                   WORLDS, Spec, SpecLike, _check_world, as_spec, check_version, color_rgb, hidden_details,
+                   parse_prompt, prompt_words, stable_hash)
 
 __all__ = [
     "CATEGORIES", "CATEGORY_NOUNS", "COLORS", "PATTERNS", "ACCESSORIES", "BACKGROUNDS",
     "BACKGROUND_PHRASES", "WORLDS", "DEFAULT_SIZE", "Spec", "parse_prompt", "as_spec",
     "render", "render_batch", "hidden_details", "color_rgb", "stable_hash",
+    "WORLD_VERSIONS", "INTERACTIONS", "INTERACTION_PHRASES", "check_version",
 ]
 
 
@@ -89,11 +96,13 @@ __all__ = [
 # Public rendering API
 # ----------------------------------------------------------------------------------------------
 def render_batch(specs: Sequence[SpecLike], seeds: Sequence[int], world: str = "edge",
-                 size: int = DEFAULT_SIZE) -> np.ndarray:
-    """Render N subjects. ``specs``: Specs or prompt strings; ``seeds``: N non-negative ints.
-    Returns uint8 [N, size, size, 3]. Deterministic in (spec, seed, world, size)."""
+                 size: int = DEFAULT_SIZE, version: int = 1) -> np.ndarray:
+    """Render N subjects. ``specs``: Specs or prompt strings of world ``version`` (2 allows the
+    interaction phrases); ``seeds``: N non-negative ints. Returns uint8 [N, size, size, 3].
+    Deterministic in (spec, seed, world, size); a Spec without interaction draws the same bytes
+    under either version."""
     _check_world(world)
-    specs = [as_spec(s) for s in specs]
+    specs = [as_spec(s, version) for s in specs]
     seeds = [int(s) for s in np.asarray(seeds, dtype=object).reshape(-1)] if len(seeds) else []
     if len(specs) != len(seeds):
         raise ValueError(f"got {len(specs)} specs but {len(seeds)} seeds")
@@ -136,6 +145,7 @@ def render_batch(specs: Sequence[SpecLike], seeds: Sequence[int], world: str = "
     return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
-def render(prompt_or_spec: SpecLike, seed: int, world: str = "edge", size: int = DEFAULT_SIZE) -> np.ndarray:
+def render(prompt_or_spec: SpecLike, seed: int, world: str = "edge", size: int = DEFAULT_SIZE,
+           version: int = 1) -> np.ndarray:
     """Render one image: uint8 [size, size, 3]. See :func:`render_batch`."""
-    return render_batch([prompt_or_spec], [seed], world, size)[0]
+    return render_batch([prompt_or_spec], [seed], world, size, version)[0]

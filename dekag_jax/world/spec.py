@@ -1,8 +1,20 @@
 """Spec and prompt parsing of the tiny world (part of :mod:`dekag_jax.world.render`).
 
-The attribute vocabulary (categories, colours, patterns, accessories, backgrounds), the two
-worlds' colour palettes, :class:`Spec` <-> prompt text (``parse_prompt``, ``Spec.prompt``) and the
-cloud world's hidden, subject-specific marks (:func:`hidden_details`). No drawing here.
+The attribute vocabulary (categories, colours, patterns, accessories, backgrounds, and in world
+version 2 the interaction phrases), the two worlds' colour palettes, :class:`Spec` <-> prompt text
+(``parse_prompt``, ``Spec.prompt``) and the cloud world's hidden, subject-specific marks
+(:func:`hidden_details`). No drawing here.
+
+World versions (:data:`WORLD_VERSIONS`; version 1 is the default everywhere):
+
+* **1**: the world as shipped (vocabulary, tokenizer, renders, corpus); unchanged byte for byte.
+* **2**: version 1 plus the *extended prompts* of the paper's Fig. 6 ("we extend the metaword-aided
+  prompt text by appending short phrases that describe the subject's interaction with other
+  objects"): an optional interaction phrase appended after the background phrase, e.g.
+  ``"a blue creature with a red scarf on snow next to a red ball"`` or ``"a green person in a
+  city holding a yellow balloon"``. Reading: *appended* = at the very end, so a version-1 prompt is
+  the exact prefix of its extended forms. A Spec without interaction is a version-1 Spec and
+  renders the same bytes in both versions; ``Spec.version`` says which version a Spec needs.
 """
 from __future__ import annotations
 
@@ -18,6 +30,7 @@ __all__ = [
     "CATEGORIES", "CATEGORY_NOUNS", "COLORS", "PATTERNS", "ACCESSORIES", "BACKGROUNDS",
     "BACKGROUND_PHRASES", "FUNCTION_WORDS", "WORLDS", "DEFAULT_SIZE", "Spec", "SpecLike",
     "parse_prompt", "as_spec", "prompt_words", "hidden_details", "color_rgb", "stable_hash",
+    "WORLD_VERSIONS", "INTERACTIONS", "INTERACTION_PHRASES", "check_version",
 ]
 
 DEFAULT_SIZE = 64
@@ -47,6 +60,20 @@ BACKGROUND_PHRASES = {"snow": ("on", "snow"), "grass": ("on", "grass"), "sand": 
                       "night": ("at", "night"), "city": ("in", "a", "city"),
                       "lake": ("by", "a", "lake")}
 FUNCTION_WORDS = ("a", "an", "and", "with", "on", "at", "in", "by")
+
+WORLD_VERSIONS = (1, 2)
+# World version 2: interactions with another object, appended as "<phrase> a <colour> <object>".
+# Per category like the accessories: a building cannot hold a balloon, but anything can stand
+# next to a ball.
+INTERACTIONS = {
+    "human": ("none", "ball", "balloon"),
+    "animal": ("none", "ball", "balloon"),
+    "building": ("none", "ball"),
+}
+INTERACTION_PHRASES = {"ball": ("next", "to"), "balloon": ("holding",)}
+_ALL_INTERACTIONS = tuple(sorted({a for v in INTERACTIONS.values() for a in v} - {"none"}))
+_INTERACTION_STARTS = {ph[0]: obj for obj, ph in INTERACTION_PHRASES.items()}
+_DEFAULT_INTERACTION_COLOR = {"ball": "red", "balloon": "red"}
 
 # RGB in [0, 1]. The cloud palette is the cloud-GAI's reading of the same colour words.
 _PALETTE = {
@@ -87,13 +114,22 @@ def _check_world(world: str) -> None:
         raise ValueError(f"unknown world {world!r}; expected one of {WORLDS}")
 
 
+def check_version(version) -> int:
+    """``version`` as an int if it is one of :data:`WORLD_VERSIONS`, else one ValueError."""
+    if isinstance(version, bool) or not isinstance(version, (int, np.integer)) or int(version) not in WORLD_VERSIONS:
+        raise ValueError(f"unknown world version {version!r}; expected one of {WORLD_VERSIONS}")
+    return int(version)
+
+
 # ----------------------------------------------------------------------------------------------
 # Spec <-> prompt
 # ----------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class Spec:
-    """A subject description. ``pattern_color``/``accessory_color`` are None exactly when
-    ``pattern == "plain"`` / ``accessory == "none"``. Validated on construction."""
+    """A subject description. ``pattern_color``/``accessory_color``/``interaction_color`` are None
+    exactly when ``pattern == "plain"`` / ``accessory == "none"`` / ``interaction == "none"``.
+    The interaction (world version 2) comes last so positional construction of version-1 Specs is
+    unchanged. Validated on construction."""
     category: str
     color: str
     pattern: str = "plain"
@@ -101,11 +137,13 @@ class Spec:
     accessory: str = "none"
     accessory_color: str | None = None
     background: str = "grass"
+    interaction: str = "none"
+    interaction_color: str | None = None
 
     def __post_init__(self):
         if self.category not in CATEGORIES:
             raise ValueError(f"unknown category {self.category!r}; expected one of {CATEGORIES}")
-        for name in ("color", "pattern_color", "accessory_color"):
+        for name in ("color", "pattern_color", "accessory_color", "interaction_color"):
             c = getattr(self, name)
             if c is not None and c not in COLORS:
                 raise ValueError(f"unknown colour {c!r} for {name}; known: {', '.join(COLORS)}")
@@ -124,6 +162,24 @@ class Spec:
                              f"accessory={self.accessory!r}, accessory_color={self.accessory_color!r})")
         if self.background not in BACKGROUNDS:
             raise ValueError(f"unknown background {self.background!r}; expected one of {BACKGROUNDS}")
+        if self.interaction not in INTERACTIONS[self.category]:
+            raise ValueError(f"interaction {self.interaction!r} not available for category "
+                             f"{self.category!r}; expected one of {INTERACTIONS[self.category]}")
+        if (self.interaction == "none") != (self.interaction_color is None):
+            raise ValueError("interaction_color must be None iff interaction == 'none' (got interaction="
+                             f"{self.interaction!r}, interaction_color={self.interaction_color!r})")
+
+    @property
+    def version(self) -> int:
+        """The lowest world version whose vocabulary can say this Spec (2 iff it has an interaction)."""
+        return 1 if self.interaction == "none" else 2
+
+    @property
+    def base(self) -> "Spec":
+        """This Spec without its interaction: the subject itself (its hidden marks, its target-ness)."""
+        if self.interaction == "none":
+            return self
+        return dataclasses.replace(self, interaction="none", interaction_color=None)
 
     @property
     def noun(self) -> str:
@@ -143,10 +199,19 @@ class Spec:
                 words.append("an" if self.accessory_color[0] in "aeiou" else "a")
             words += [self.accessory_color, self.accessory]
         words += list(BACKGROUND_PHRASES[self.background])
+        if self.interaction != "none":     # appended last (Fig. 6's extended prompt)
+            words += list(INTERACTION_PHRASES[self.interaction])
+            words += ["an" if self.interaction_color[0] in "aeiou" else "a", self.interaction_color,
+                      self.interaction]
         return " ".join(words)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The fields as a dict; a version-1 Spec leaves the interaction keys out (same dict as before
+        world version 2 existed)."""
+        d = dataclasses.asdict(self)
+        if self.interaction == "none":
+            del d["interaction"], d["interaction_color"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "Spec":
@@ -156,35 +221,49 @@ class Spec:
         return dataclasses.replace(self, **kw)
 
 
-def prompt_words() -> tuple[str, ...]:
-    """Every word any prompt of this world can use (sorted, unique)."""
+def prompt_words(version: int = 1) -> tuple[str, ...]:
+    """Every word any prompt of world ``version`` can use (sorted, unique)."""
+    version = check_version(version)
     words = set(COLORS) | set(PATTERNS) - {"plain"} | set(CATEGORY_NOUNS.values())
     words |= set(_ALL_ACCESSORIES) | set(FUNCTION_WORDS)
     for ph in BACKGROUND_PHRASES.values():
         words |= set(ph)
+    if version >= 2:
+        words |= set(_ALL_INTERACTIONS)
+        for ph in INTERACTION_PHRASES.values():
+            words |= set(ph)
     return tuple(sorted(words))
 
 
 _WORD_RE = re.compile(r"[a-z]+|[^\sa-z]")
 
 
-def parse_prompt(text: str) -> Spec:
-    """Parse a prompt of this world into a :class:`Spec`.
+def parse_prompt(text: str, version: int = 1) -> Spec:
+    """Parse a prompt of world ``version`` into a :class:`Spec`.
 
     Grammar (case-insensitive, articles optional)::
 
         [a|an] COLOR [and COLOR PATTERN | PATTERN] NOUN [with [a|an] [COLOR] ACCESSORY] BGPHRASE
+            [INTERACTION]                                              (version 2 only)
+        INTERACTION = next to [a|an] [COLOR] ball | holding [a|an] [COLOR] balloon
 
     A pattern without its colour gets a default one (black on white/yellow bodies, else white);
-    an accessory without colour gets its default (crown yellow, glasses black, else red).
-    Raises ValueError naming the first unknown word, or what is missing/misplaced.
+    an accessory without colour gets its default (crown yellow, glasses black, else red); an
+    interaction object without colour is red. Raises ValueError naming the first unknown word
+    (an interaction word under version 1 says that it needs version 2), or what is
+    missing/misplaced.
     """
     if not isinstance(text, str):
         raise TypeError(f"prompt must be a str, got {type(text).__name__}")
+    version = check_version(version)
     toks = _WORD_RE.findall(text.lower())
-    known = set(prompt_words())
+    known = set(prompt_words(version))
+    later = set(prompt_words(WORLD_VERSIONS[-1]))
     for t in toks:
         if t not in known:
+            if t in later:
+                raise ValueError(f"word {t!r} in prompt {text!r} belongs to world version 2 (interaction "
+                                 f"phrases); this is version {version}: pass version=2")
             raise ValueError(f"unknown word {t!r} in prompt {text!r}")
     pos = 0
 
@@ -227,7 +306,24 @@ def parse_prompt(text: str) -> Spec:
         accessory = toks[pos]; pos += 1
         if accessory_color is None:
             accessory_color = _DEFAULT_ACCESSORY_COLOR.get(accessory, "red")
-    rest = tuple(t for t in toks[pos:] if t not in ("a", "an"))
+    rest = toks[pos:]
+    interaction, interaction_color = "none", None
+    starts = [i for i, t in enumerate(rest) if t in _INTERACTION_STARTS]
+    if starts:      # only version-2 prompts get here (the words are unknown to version 1)
+        tail, rest = rest[starts[0]:], rest[:starts[0]]
+        obj = _INTERACTION_STARTS[tail[0]]
+        phrase = INTERACTION_PHRASES[obj]
+        if tuple(tail[:len(phrase)]) != phrase:
+            fail(f"expected {' '.join(phrase)!r} to start the interaction, got {' '.join(tail[:len(phrase)])!r}")
+        tail = [t for t in tail[len(phrase):] if t not in ("a", "an")]
+        if tail and tail[0] in COLORS:
+            interaction_color = tail.pop(0)
+        if tail != [obj]:
+            fail(f"expected '{' '.join(phrase)} [a COLOUR] {obj}' at the end, got {' '.join(tail)!r} after "
+                 f"{' '.join(phrase)!r}")
+        interaction = obj
+        interaction_color = interaction_color or _DEFAULT_INTERACTION_COLOR[obj]
+    rest = tuple(t for t in rest if t not in ("a", "an"))
     background = None
     for bg, phrase in BACKGROUND_PHRASES.items():
         if rest == tuple(t for t in phrase if t not in ("a", "an")):
@@ -235,18 +331,27 @@ def parse_prompt(text: str) -> Spec:
     if background is None:
         fail(f"expected a background phrase at the end (one of "
              f"{[' '.join(p) for p in BACKGROUND_PHRASES.values()]}), got {' '.join(rest)!r}")
-    return Spec(category, color, pattern, pattern_color, accessory, accessory_color, background)
+    if interaction not in INTERACTIONS[category]:
+        fail(f"a {CATEGORY_NOUNS[category]} cannot be {' '.join(INTERACTION_PHRASES[interaction])} a "
+             f"{interaction} (allowed: {', '.join(i for i in INTERACTIONS[category] if i != 'none')})")
+    return Spec(category, color, pattern, pattern_color, accessory, accessory_color, background,
+                interaction, interaction_color)
 
 
 SpecLike = Union[Spec, str]
 
 
-def as_spec(x: SpecLike) -> Spec:
-    """A Spec from a Spec or a prompt string."""
+def as_spec(x: SpecLike, version: int = 1) -> Spec:
+    """A Spec from a Spec or a prompt string of world ``version``. A Spec that needs a later
+    version (it has an interaction) is refused under version 1, as its prompt would be."""
+    version = check_version(version)
     if isinstance(x, Spec):
+        if x.version > version:
+            raise ValueError(f"Spec with interaction {x.interaction!r} needs world version {x.version}; "
+                             f"this is version {version}: pass version={x.version}")
         return x
     if isinstance(x, str):
-        return parse_prompt(x)
+        return parse_prompt(x, version)
     raise TypeError(f"expected a Spec or a prompt string, got {type(x).__name__}")
 
 
@@ -276,8 +381,10 @@ def hidden_details(spec: SpecLike) -> dict:
     subjects they are stored with the subject (``data/subjects.json``, assigned so that the ten
     subjects of a category all differ); for any other prompt they are drawn deterministically from
     a hash of the canonical prompt. Colours contrast with the body (and, for persons, with the
-    white badge the emblem sits on)."""
-    return dict(_hidden(as_spec(spec)))
+    white badge the emblem sits on). An interaction does not change the subject: the marks are
+    those of the Spec without it (so a target subject next to a ball keeps its stored marks)."""
+    s = spec if isinstance(spec, Spec) else as_spec(spec, WORLD_VERSIONS[-1])
+    return dict(_hidden(s.base))
 
 
 @functools.lru_cache(maxsize=4096)

@@ -16,6 +16,13 @@ CLIP's BPE does) rebuilds each word completely. Format as OpenAI CLIP / SD2.x sh
 ``transformers.CLIPTokenizer.from_pretrained(dir)`` loads the directory. A copy is shipped in
 ``dekag_jax/world/data/tokenizer`` (:data:`TOKENIZER_DIR`), identical to what
 :func:`write_tokenizer` produces.
+
+World versions (``dekag_jax.world.spec.WORLD_VERSIONS``): every function takes ``version`` (default
+1, the shipped world, unchanged). Version 2 adds the interaction words of the extended prompts
+("next", "to", "holding", "ball", "balloon"); its merges are learned the same way over the larger
+word list, so its ids differ from version 1's beyond the byte tokens: a version-2 text encoder is a
+new model, not an extension of the shipped one. Its copy is ``data/tokenizer_v2``
+(:data:`TOKENIZER_DIRS`).
 """
 from __future__ import annotations
 
@@ -24,20 +31,21 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from .render import prompt_words
+from .render import check_version, prompt_words
 
 __all__ = ["words", "bpe_merges", "build_vocab", "vocab_size", "write_tokenizer",
-           "load_tokenizer", "TOKENIZER_DIR", "BOS", "EOS", "PAD", "MODEL_MAX_LENGTH"]
+           "load_tokenizer", "TOKENIZER_DIR", "TOKENIZER_DIRS", "BOS", "EOS", "PAD", "MODEL_MAX_LENGTH"]
 
 BOS, EOS, PAD = "<|startoftext|>", "<|endoftext|>", "!"
 MODEL_MAX_LENGTH = 77
 SUFFIX = "</w>"
 TOKENIZER_DIR = Path(__file__).resolve().parent / "data" / "tokenizer"
+TOKENIZER_DIRS = {1: TOKENIZER_DIR, 2: Path(__file__).resolve().parent / "data" / "tokenizer_v2"}
 
 
-def words() -> tuple[str, ...]:
-    """All words of the world's prompts (sorted)."""
-    return prompt_words()
+def words(version: int = 1) -> tuple[str, ...]:
+    """All words of world ``version``'s prompts (sorted)."""
+    return prompt_words(version)
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -84,10 +92,10 @@ def bpe_merges(word_list: tuple[str, ...] | None = None) -> tuple[tuple[str, str
             segs[k] = out
 
 
-def build_vocab() -> dict[str, int]:
+def build_vocab(version: int = 1) -> dict[str, int]:
     """token -> id, in CLIP's layout (bytes, bytes+</w>, merges, specials)."""
     base = list(_bytes_to_unicode().values())
-    toks = base + [t + SUFFIX for t in base] + [a + b for a, b in bpe_merges()] + [BOS, EOS]
+    toks = base + [t + SUFFIX for t in base] + [a + b for a, b in bpe_merges(words(version))] + [BOS, EOS]
     vocab: dict[str, int] = {}
     for t in toks:
         if t not in vocab:
@@ -95,21 +103,22 @@ def build_vocab() -> dict[str, int]:
     return vocab
 
 
-def vocab_size() -> int:
+def vocab_size(version: int = 1) -> int:
     """Number of ids the text encoder's embedding needs (before any metaword is added)."""
-    return len(build_vocab())
+    return len(build_vocab(version))
 
 
-def write_tokenizer(directory: str | os.PathLike) -> Path:
-    """Write vocab.json, merges.txt, tokenizer_config.json, special_tokens_map.json into
-    ``directory`` (created if needed); returns the path."""
+def write_tokenizer(directory: str | os.PathLike, version: int = 1) -> Path:
+    """Write world ``version``'s vocab.json, merges.txt, tokenizer_config.json,
+    special_tokens_map.json into ``directory`` (created if needed); returns the path."""
+    version = check_version(version)
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    vocab = build_vocab()
+    vocab = build_vocab(version)
     (d / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False, indent=0) + "\n", encoding="utf-8")
     with open(d / "merges.txt", "w", encoding="utf-8") as f:
         f.write("#version: 0.2\n")
-        for a, b in bpe_merges():
+        for a, b in bpe_merges(words(version)):
             f.write(f"{a} {b}\n")
     special = {"bos_token": BOS, "eos_token": EOS, "unk_token": EOS, "pad_token": PAD}
     (d / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
@@ -120,11 +129,12 @@ def write_tokenizer(directory: str | os.PathLike) -> Path:
     return d
 
 
-def load_tokenizer(directory: str | os.PathLike | None = None):
-    """``transformers.CLIPTokenizer`` for the world (default: the shipped copy)."""
+def load_tokenizer(directory: str | os.PathLike | None = None, version: int = 1):
+    """``transformers.CLIPTokenizer`` for the world (default: the shipped copy of ``version``)."""
     from transformers import CLIPTokenizer
-    return CLIPTokenizer.from_pretrained(str(directory or TOKENIZER_DIR))
+    return CLIPTokenizer.from_pretrained(str(directory or TOKENIZER_DIRS[check_version(version)]))
 
 
-if __name__ == "__main__":  # regenerate the shipped copy
-    print(write_tokenizer(TOKENIZER_DIR), vocab_size(), "tokens")
+if __name__ == "__main__":  # regenerate the shipped copies
+    for v, d in TOKENIZER_DIRS.items():
+        print(write_tokenizer(d, v), vocab_size(v), "tokens")
