@@ -2,7 +2,7 @@
 Algorithm 1, the artefacts, metrics.json and the report) in under two minutes on a 2-core CPU: a
 wiring check used by the tests (tests/test_train.py runs it once per test session), not a result.
 
-One subject (animal_00), 2 epochs per G-KA stage, 5 DDIM steps, 4 eg_test images; S_EG of 8 + 4
+One subject (animal_00), 2 epochs per G-KA stage, 5 DDIM steps, 4 eg_test images; S_EG of 4 + 4
 latents, 2 T-KA epochs of batch 4 (No-KA, LoRA, CALA), a 2 x 2 x 2 condition grid, 2 received
 conditions per image, 2 images for Fig. 4 and Fig. 13 (SNR 0 and 20 dB at 3000 ns). Checkpoints
 after every epoch (the resume test kills a run after the first one).
@@ -29,7 +29,7 @@ def get_config(arg: str = ""):
     c.gka.eval.n_images = 4
     c.gka.eval.num_steps = 5
     c.gka.eval.loss_repeats = 1
-    c.tka.seg.n_train = 8
+    c.tka.seg.n_train = 4             # = gka.eval.n_images: S_EG reuses the eg_test sampling program (one compile)
     c.tka.seg.n_test = 4
     c.tka.train.epochs = 2
     c.tka.train.batch = 4

@@ -39,7 +39,7 @@ import platform
 import signal
 import sys
 import time
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 
@@ -275,7 +275,8 @@ class Job:
         units, snrs, omegas = self.grid
         conds = [(u, s, w) for u in units for s in snrs for w in omegas]   # tka.evaluate's order
         k = min(int(config.eval.received_conditions), len(conds))
-        self.rx_index = sorted(np.random.default_rng(int(config.eval.seed)).choice(len(conds), k, replace=False).tolist())
+        rng = np.random.default_rng(int(config.eval.seed))
+        self.rx_index = sorted(rng.choice(len(conds), k, replace=False).tolist())
         self.rx_conditions = [conds[i] for i in self.rx_index]
         self._fwd: dict = {}
 

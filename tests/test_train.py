@@ -156,10 +156,10 @@ def test_changed_config_is_refused_naming_the_fields(tmp_path, capsys):
     from dekag_jax.errors import cli_main
     from dekag_jax.train import config_diff, main
 
+    import importlib.util
+
     d = tmp_path / "run"
     d.mkdir()
-    from ml_collections import config_flags  # noqa: F401  (the same loader the command uses)
-    import importlib.util
 
     spec = importlib.util.spec_from_file_location("_smoke", SMOKE)
     mod = importlib.util.module_from_spec(spec)

@@ -11,6 +11,11 @@ Measurements (all deterministic, all on images at the world's size, uint8 or flo
 * :func:`subject_separation`: mean cosine of same-subject vs different-subject feature pairs.
 * :func:`consistency`: eq. 5's DINO-score + CLIP-score between two image sets, per subject
   (mean over all cross pairs of the same subject), averaged over subjects.
+* :func:`interaction_variants` / :func:`interaction_top1` (world version 2 only): does the
+  semantic judge tell which interaction phrase (none, "next to a red ball", "holding a red
+  balloon") an image of a target subject shows, among that subject's variants (chance 1/3, 1/2
+  for buildings); measured on the edge model's samples of the target subjects' EXTENDED prompts
+  (never in S_CG or the corpus) and, as the judge's own reference, on edge renders of them.
 * :func:`measure_all`: all of the above as one dict (``python -m dekag_jax.world.gates``).
 * ``check_*``: the quality gates as functions of images returning a :class:`Gate` (value,
   threshold, pass/fail), thresholds set from measurements (see the constants).
@@ -35,7 +40,8 @@ from dekag_jax.world.subjects import target_subjects
 
 __all__ = ["vae_psnr", "heldout_images", "edge_samples", "judge_features", "text_features", "prompt_top1",
            "subject_separation", "consistency", "measure_all", "Gate", "check_vae_psnr", "check_prompt_top1",
-           "check_subject_separation", "check_alignment_gap"]
+           "check_subject_separation", "check_alignment_gap", "interaction_variants", "interaction_top1",
+           "tokenizer_version"]
 
 HELDOUT_SEED = 20261122  # disjoint from every stream scripts/pretrain_*.py draws from
 
@@ -253,6 +259,59 @@ def check_alignment_gap(judges, edge_images, edge_labels, cloud_test, cloud_test
                 detail)
 
 
+def tokenizer_version(tokenizer) -> int:
+    """The tiny-world version whose words the tokenizer has as single tokens (1 or 2)."""
+    from dekag_jax.world.spec import WORLD_VERSIONS, prompt_words
+
+    vocab = tokenizer.get_vocab()
+    return max(v for v in WORLD_VERSIONS if all(w + "</w>" in vocab for w in prompt_words(v)))
+
+
+def interaction_variants(subjects=None, color: str = "red"):
+    """Per target subject, its prompt variants: the plain prompt and one per interaction it allows
+    (object colour ``color``). Returns (variants: list of lists of Specs, one list per subject)."""
+    from dekag_jax.world.spec import INTERACTIONS
+
+    subjects = list(subjects or target_subjects())
+    return [[s.spec] + [s.spec.replace(interaction=i, interaction_color=color)
+                        for i in INTERACTIONS[s.category] if i != "none"] for s in subjects]
+
+
+def interaction_top1(judges, images, subject_idx, variant_idx, variants) -> float:
+    """Fraction of images whose CLIP feature is closest to their own variant's prompt among their
+    subject's variants (:func:`interaction_variants`); ``subject_idx``/``variant_idx`` [N] index it."""
+    fc = judge_features(judges, images)[1]
+    hits = []
+    for i, (s, v) in enumerate(zip(np.asarray(subject_idx), np.asarray(variant_idx))):
+        tf = text_features(judges, [sp.prompt for sp in variants[s]])
+        hits.append(int(np.argmax(tf @ fc[i])) == int(v))
+    return float(np.mean(hits))
+
+
+def _interaction_measures(pipe, judges, *, num_steps: int, guidance_scale: float) -> dict:
+    """World version 2: interaction top-1 of edge-model samples and edge renders of the target
+    subjects' extended prompts (one sample per subject and interaction, noise and render seed
+    from the subject's first ``eg_test`` seed)."""
+    from dekag_jax.diffusion.generate import decode_latents, text_to_latents
+
+    subs = target_subjects()
+    variants = interaction_variants(subs)
+    specs, sidx, vidx, seeds = [], [], [], []
+    for i, (s, var) in enumerate(zip(subs, variants)):
+        for j, sp in enumerate(var[1:], start=1):
+            specs.append(sp), sidx.append(i), vidx.append(j), seeds.append(split_seeds(s, "eg_test")[0])
+    ss = pipe.unet.config.sample_size
+    z = jnp.stack([jax.random.normal(jax.random.key(sd), (ss, ss, pipe.unet.config.in_channels), jnp.float32)
+                   for sd in seeds])
+    lat = text_to_latents(pipe, [sp.prompt for sp in specs], jax.random.key(0), num_steps=num_steps,
+                          guidance_scale=guidance_scale, latents=z)
+    samples = np.asarray(decode_latents(pipe, lat))
+    renders = render_batch(specs, seeds, "edge", version=2)
+    return {"edge_model": round(interaction_top1(judges, samples, sidx, vidx, variants), 4),
+            "edge_renders": round(interaction_top1(judges, renders, sidx, vidx, variants), 4),
+            "n_images": len(specs), "object_color": "red"}
+
+
 def measure_all(pipe=None, judges=None, *, n_per_subject: int = 2, num_steps: int = 25,
                 guidance_scale: float = 5.0, n_psnr: int = 64, assets=None) -> dict:
     """Every gate value (see the module docstring), plus the seconds it took. Models not given
@@ -283,6 +342,9 @@ def measure_all(pipe=None, judges=None, *, n_per_subject: int = 2, num_steps: in
                                                                                cloud_test_lab).items()}
     res["consistency_cloud_vs_cloud"] = {k: round(v, 4) for k, v in consistency(f_cr, cloud_test_lab, f_ct,
                                                                                 cloud_test_lab).items()}
+    if tokenizer_version(judges.tokenizer) >= 2 and tokenizer_version(pipe.tokenizer) >= 2:
+        res["interaction_top1"] = _interaction_measures(pipe, judges, num_steps=num_steps,
+                                                        guidance_scale=guidance_scale)
     res["settings"] = {"n_per_subject": n_per_subject, "num_steps": num_steps, "guidance_scale": guidance_scale,
                        "n_psnr": n_psnr, "cloud_images_per_subject": 5}
     res["seconds"] = round(time.time() - t0, 1)
