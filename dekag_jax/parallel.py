@@ -41,6 +41,7 @@ __all__ = [
     "replicate",
     "to_host",
     "is_main_process",
+    "barrier",
     "launch_local",
 ]
 
@@ -177,6 +178,14 @@ def to_host(x):
 def is_main_process() -> bool:
     """True on process 0 (the one that should write files and print progress)."""
     return jax.process_index() == 0
+
+
+def barrier(name: str) -> None:
+    """Wait until every process reaches the barrier ``name`` (no-op with one process). Use it where
+    process 0 wrote files that the others read next (e.g. after a stage of the main job)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices(name)
 
 
 def launch_local(cmd: Sequence[str], num_processes: int = 2, *, devices_per_process: int = 2,

@@ -62,8 +62,19 @@ METHODS_WITH_IMAGES = ("lb", "ti", "db", "makd")
 # ============================================================================ run directory helpers
 
 
+def _is_main() -> bool:
+    """True on process 0 of a multi-process (``jax.distributed``) run, and in a single-process run.
+    Only process 0 writes the run directory; the others compute the same values, keep them in
+    memory and read what process 0 wrote after the barrier that ends each stage (``Job.stage``)."""
+    from dekag_jax import parallel
+
+    return parallel.is_main_process()
+
+
 def _write_json(path: str, obj) -> None:
-    """Atomic JSON write (a kill mid-write never leaves a half file)."""
+    """Atomic JSON write (a kill mid-write never leaves a half file); process 0 only."""
+    if not _is_main():
+        return
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w") as f:
         json.dump(obj, f, indent=1)
@@ -201,6 +212,8 @@ class RunDir:
 
 
 def _save_images(path: str, images) -> None:
+    if not _is_main():   # process 0 writes the run directory
+        return
     x = np.asarray(images)
     if x.dtype != np.uint8:
         x = (np.clip(x.astype(np.float32), 0.0, 1.0) * 255.0).round().astype(np.uint8)
@@ -230,6 +243,7 @@ class Job:
 
         self.c, self.log = config, log
         self.rd = RunDir(workdir, config, log)
+        self.main = parallel.is_main_process()   # only process 0 writes files (multi-process runs)
         self.prompts = sources.subject_prompts(str(config.subjects), str(config.prompts))
         self.subjects = list(self.prompts)
         self.mesh = parallel.make_mesh()
@@ -293,6 +307,10 @@ class Job:
             raise NonFiniteLossError(f"stage {name}, subject {subject}: {e}; finished stages are kept "
                                      f"({self.rd.state_path})") from None
         self.rd.finish(subject, name, time.time() - t0, summary)
+        # multi-process: the others read what process 0 wrote in this stage only after it is written
+        from dekag_jax import parallel
+
+        parallel.barrier(f"dekag_jax.train stage {subject}/{name}")
 
     def metrics_header(self) -> None:
         import jax
@@ -367,7 +385,8 @@ class Job:
         from dekag_jax.ka.scg import build_scg
 
         return build_scg(self.pipe, subject, source=str(self.c.scg.source), prompt=self.prompts[subject],
-                         cache_dir=self.rd.sub(subject), cloud=sources.cloud_options(self.c))
+                         cache_dir=self.rd.sub(subject) if self.main else None,  # process 0 writes the cache
+                         cloud=sources.cloud_options(self.c))
 
     def trained(self, subject: str, upto: str = "lora_makd") -> dict:
         """mu* (TI), the DB and MAKD LoRAs of a subject, in this order up to ``upto``: trained now (from the
@@ -543,8 +562,9 @@ class Job:
                 gk["ub"] = {"edge": _score(gka.ub_subject(self.judges, scg.test_images)), "received": None,
                             "fid": None, "kid": None}
                 parts.append(f"UB {gk['ub']['edge']['total']['mean']:.3f}")
-            np.savez(os.path.join(rd.dir, s, "edge_latents.npz"), **zs)
-            self._write_gka_transmitted(s, tr)
+            if self.main:   # process 0 writes the run directory
+                np.savez(os.path.join(rd.dir, s, "edge_latents.npz"), **zs)
+                self._write_gka_transmitted(s, tr)
             self._gka_summary()
             return f"eq. 5 DINO+CLIP (edge, {len(seeds)} images): " + ", ".join(parts)
 
@@ -566,7 +586,8 @@ class Job:
                 zt = self.gen.latents(self.prompts[s], subject_seeds(s, "eg_test")[:int(c.tka.seg.n_test)], mu, ad)
             zt = zt[:int(c.tka.seg.n_test)]
             xt = self.gen.decode(zt)
-            np.savez(os.path.join(rd.dir, s, "seg.npz"), z_train=z_tr, x_train=x_tr, z_test=zt, x_test=xt)
+            if self.main:   # process 0 writes the run directory
+                np.savez(os.path.join(rd.dir, s, "seg.npz"), z_train=z_tr, x_train=x_tr, z_test=zt, x_test=xt)
             rd.metrics.setdefault("seg", {})[s] = {"source": what, "n_train": len(z_tr), "n_test": len(zt)}
             return f"S_EG from the {what}: {len(z_tr)} eg_train + {len(zt)} eg_test latents"
 
@@ -590,7 +611,7 @@ class Job:
                        "ratio": float(counts["ratio"]), "steps": len(hist),
                        "loss_first": hist[0]["loss"] if hist else None, "loss_last": hist[-1]["loss"] if hist else None}
                 rd.metrics["tka"].setdefault(self.codec_name, {}).setdefault(s, {})[m] = row
-                if m == "cala":
+                if m == "cala" and self.main:   # process 0 writes the run directory
                     p = rd.sub(s, "transmitted", "j_lora_cala.safetensors")
                     tka.save_checkpoint(p, setup, jax.device_get(trainable), extra={"subject": s,
                                                                                     "codec": self.codec_source})
@@ -750,6 +771,10 @@ class Job:
     # ================================================================== all subjects, then the report
 
     def run(self) -> dict:
+        from dekag_jax import parallel
+
+        # every process has read state.json (RunDir) before process 0 writes anything of this run
+        parallel.barrier("dekag_jax.train start")
         t0 = time.time()
         self.metrics_header()
         for s in self.subjects:
@@ -760,6 +785,8 @@ class Job:
         def st_report():
             from dekag_jax import report
 
+            if not self.main:   # process 0 writes the run directory
+                return "written by process 0"
             path = report.write_report(self.rd.dir)
             return f"wrote {path}"
 

@@ -72,6 +72,10 @@ if ref:   # one chunk of all 48 pairs: the key per pair makes the chunk layout i
     out["eval_psnr_rel"] = float(np.max(np.abs(pN - p1) / np.abs(p1)))
     out["eval_img_abs"] = float(np.max(np.abs(eN["images"].astype(np.float32) - e1["images"].astype(np.float32))))
 T["eval"] = time.time() - T0
+# an explicit condition list: the grid's first two conditions, in order, are the same pairs and draws
+first2 = [(int(r["tau"].split("/")[0]), r["snr_db"], r["delay_spread_ns"] * 1e-9) for r in eN["conditions"][:2]]
+ec = tka.evaluate(setup, tr0, frozen, z, x, grid=None, conditions=first2, chunk=5, mesh=mesh)
+assert [r["psnr"] for r in ec["conditions"]] == [r["psnr"] for r in eN["conditions"][:2]], (ec, eN["conditions"][:2])
 # the seed picks the draws (same compiled program)
 e99 = tka.evaluate(setup, tr0, frozen, z, x, grid=GRID, chunk=5, seed=99, mesh=mesh)
 assert e99["psnr_mean"] != eN["psnr_mean"], e99["psnr_mean"]

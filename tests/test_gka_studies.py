@@ -229,3 +229,15 @@ def test_studies_cli_errors(tmp_path, capsys):
     assert "unknown ['fig6']" in capsys.readouterr().err
     assert cli_main(mod.main, ["--config", cfg + ":nope", "--out", str(tmp_path / "x.json")]) == 2
     assert not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.slow
+def test_gka_table_has_fid_and_kid_for_every_method(tmp_path):
+    c = _config("smoke")
+    res = gka.run(c, str(tmp_path), log=lambda m: None)
+    sc = res["per_subject"]["animal_00"]["scores"]
+    assert set(sc) == set(gka.METHODS)
+    for m, x in sc.items():
+        assert np.isfinite(x["fid"]) and x["fid"] >= 0 and np.isfinite(x["kid"]["mean"]), m
+        assert x["kid"]["subset_size"] == 2 and x["judge"] == "dino"
+    assert "| FID | KID |" in gka.format_table(res)

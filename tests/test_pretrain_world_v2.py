@@ -70,7 +70,7 @@ def test_smoke_run_writes_a_v2_world_and_resumes(tmp_path):
     assert "balloon</w>" in vocab and "next</w>" in vocab       # the v2 tokenizer went into the pipeline
     gates = json.loads((root / "training" / "gates.json").read_text())
     assert {"vae_psnr_db", "edge_prompt_top1", "consistency_edge_vs_cloud", "interaction_top1"} <= set(gates)
-    assert 0 <= gates["interaction_top1"]["edge_model"] <= 1 and gates["interaction_top1"]["n_images"] == 50
+    assert 0 <= gates["interaction_top1"]["edge_model"] <= 1 and gates["interaction_top1"]["n_images"] == 80
     # the shipped v1 assets were not touched: its logs are not the smoke run's
     shipped = json.loads((REPO / "dekag_jax" / "world" / "assets" / "training" / "unet.json").read_text())
     assert shipped["steps"] != 2

@@ -33,7 +33,8 @@ Pieces (each a pure function over plain pytrees, usable without the CLI):
   ``adapt.partition.make_step``: gradients for the trainable tree only, frozen model as argument.
 * ``evaluate``: received-image PSNR against x = f_LD(z) (the original decoder's image) on the 30
   ``eg_test`` latents for every condition of the grid, the same channel draws for every method
-  (fixed key per chunk), per condition and averaged over Phi_EU. (Eq. 5's DINO/CLIP scores of the
+  (a key per (latent, condition) pair), per condition and averaged over Phi_EU; ``mesh=`` shards
+  the pairs over devices (same numbers). (Eq. 5's DINO/CLIP scores of the
   received images are not computed yet: ``return_images=True`` hands the images to a caller.)
 * ``save_checkpoint`` / ``load_checkpoint``: the trained tree as safetensors (float32), keys
   ``<group>/<kernel path>/<lora_A|lora_B|gate_kernel|gate_bias>`` or ``<group>/<param path>``.
@@ -330,7 +331,7 @@ def _eval_fn(setup: Setup, mesh):
 
 
 def evaluate(setup: Setup, trainable, frozen, z, x, *, grid, seed: int = 1234, chunk: int = 250,
-             return_images: bool = False, mesh=None) -> dict:
+             return_images: bool = False, mesh=None, conditions=None) -> dict:
     """Received-image PSNR (dB) against x = f_LD(z) for every (test latent, condition) of ``grid``.
 
     Returns ``{"conditions": [{"tau", "snr_db", "delay_spread_ns", "psnr"}], "psnr_mean" (average
@@ -346,11 +347,21 @@ def evaluate(setup: Setup, trainable, frozen, z, x, *, grid, seed: int = 1234, c
     parameters and the frozen model are replicated, explicit in/out shardings; results are
     gathered on every process (``parallel.to_host``). Equal to the one-device result up to float
     reassociation inside the models (tests: 4 forced host devices, two ``jax.distributed``
-    processes). With several processes every process must pass the same arguments."""
+    processes). With several processes every process must pass the same arguments.
+
+    ``conditions``: an explicit list of ``(rate units, snr dB, omega s)`` instead of the product
+    ``grid`` (e.g. a fixed-seed subset of Phi_EU); ``grid`` is then ignored (pass None)."""
     from dekag_jax import parallel
-    units, snrs, omegas = grid
-    widx = delay_spread_index(list(omegas), setup.link)
-    conds = [(u, s, w, wi) for u in units for s in snrs for w, wi in zip(omegas, widx)]
+    if conditions is not None:
+        conditions = [(int(u), float(s), float(w)) for u, s, w in conditions]
+        if not conditions:
+            raise ValueError("evaluate: conditions is empty")
+        widx = delay_spread_index([w for _, _, w in conditions], setup.link)
+        conds = [(u, s, w, wi) for (u, s, w), wi in zip(conditions, widx)]
+    else:
+        units, snrs, omegas = grid
+        widx = delay_spread_index(list(omegas), setup.link)
+        conds = [(u, s, w, wi) for u in units for s in snrs for w, wi in zip(omegas, widx)]
     N = int(z.shape[0])
     ci = np.repeat(np.arange(len(conds)), N)
     ii = np.tile(np.arange(N), len(conds))

@@ -14,8 +14,9 @@ Measurements (all deterministic, all on images at the world's size, uint8 or flo
 * :func:`interaction_variants` / :func:`interaction_top1` (world version 2 only): does the
   semantic judge tell which interaction phrase (none, "next to a red ball", "holding a red
   balloon") an image of a target subject shows, among that subject's variants (chance 1/3, 1/2
-  for buildings); measured on the edge model's samples of the target subjects' EXTENDED prompts
-  (never in S_CG or the corpus) and, as the judge's own reference, on edge renders of them.
+  for buildings; 80 images: every variant of every subject); measured on the edge model's
+  samples of the target subjects' prompts and their EXTENDED prompts (never in S_CG or the
+  corpus) and, as the judge's own reference, on edge renders of them.
 * :func:`measure_all`: all of the above as one dict (``python -m dekag_jax.world.gates``).
 * ``check_*``: the quality gates as functions of images returning a :class:`Gate` (value,
   threshold, pass/fail), thresholds set from measurements (see the constants).
@@ -290,15 +291,16 @@ def interaction_top1(judges, images, subject_idx, variant_idx, variants) -> floa
 
 def _interaction_measures(pipe, judges, *, num_steps: int, guidance_scale: float) -> dict:
     """World version 2: interaction top-1 of edge-model samples and edge renders of the target
-    subjects' extended prompts (one sample per subject and interaction, noise and render seed
-    from the subject's first ``eg_test`` seed)."""
+    subjects' prompt variants (one sample per subject and variant, the plain prompt included so
+    that every candidate is right for some image: a judge biased to one phrase scores chance;
+    noise and render seed from the subject's first ``eg_test`` seed)."""
     from dekag_jax.diffusion.generate import decode_latents, text_to_latents
 
     subs = target_subjects()
     variants = interaction_variants(subs)
     specs, sidx, vidx, seeds = [], [], [], []
     for i, (s, var) in enumerate(zip(subs, variants)):
-        for j, sp in enumerate(var[1:], start=1):
+        for j, sp in enumerate(var):   # the plain prompt too: a judge that never picks it is not rewarded
             specs.append(sp), sidx.append(i), vidx.append(j), seeds.append(split_seeds(s, "eg_test")[0])
     ss = pipe.unet.config.sample_size
     z = jnp.stack([jax.random.normal(jax.random.key(sd), (ss, ss, pipe.unet.config.in_channels), jnp.float32)
