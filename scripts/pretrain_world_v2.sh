@@ -28,7 +28,9 @@
 #   part 1: VAE (6000 steps, batch 32; today 1200 x 16)  ||  CLIP (4000 x 256; today 600 x 96)
 #           DINO (3000 x 64; today 1200 x 24)            ||  UNet stage 1 (5000 x 64, pool 30000)
 #   part 2: UNet stage 2 (3500 x 64, lr 3e-4, fresh pool) || JSCC(MT) || JSCC(AT) (2100 steps each)
+#           || RC-JSCC || VJ-MAE (1000 steps each; today 170 and 320), every codec on the new VAE,
 #           then python -m dekag_jax.world.gates --assets <root>
+# (--smoke runs one codec, the JSCC smoke variant: the same script trains all four.)
 # UNet total 8500 steps at batch 64 (today 4200); the architectures are today's, so the main job's
 # budget (scripts/bench_world_budget.py) does not change. Every stage is seeded (SEED, default 0)
 # and resumable at stage granularity: a stage whose training log <root>/training/<name>.json exists
@@ -85,12 +87,12 @@ if [ "$MODE" = smoke ]; then
   UNET1="--steps 2 --batch 4 --pool 16";        UNET1_T=600
   UNET2="--steps 2 --batch 4 --pool 16";        UNET2_T=600
   JSCC_MT=(--config configs/jscc_pretrain.py:smoke --config.steps=2); JSCC_T=600
-  JSCC_AT=()
+  JSCC_AT=(); JSCC_RC=(); JSCC_VJ=()
   GATES="--n-per-subject 1 --steps 2 --n-psnr 4"; GATES_T=600
 else
   N=$(nproc 2>/dev/null || echo 4)
   export DEKAG_RENDER_WORKERS=${DEKAG_RENDER_WORKERS:-$(( N > 3 ? N - 2 : 1 ))}
-  export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.3}   # up to three jobs share the GPU
+  export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.15}  # up to five jobs share the GPU
   VAE="--steps 6000 --batch 32 --pool 8000 --max-train-s 150";            VAE_T=210
   CLIP="--steps 4000 --batch 256 --pool 6000 --max-train-s 150";          CLIP_T=210
   DINO="--steps 3000 --batch 64 --pool 4000 --max-train-s 120";           DINO_T=200
@@ -98,6 +100,8 @@ else
   UNET2="--steps 3500 --batch 64 --pool 30000 --max-train-s 100";         UNET2_T=160
   JSCC_MT=(--config configs/jscc_pretrain.py:mt --config.steps=2100 --config.max_wall_s=60)
   JSCC_AT=(--config configs/jscc_pretrain.py:at --config.steps=2100 --config.max_wall_s=60); JSCC_T=150
+  JSCC_RC=(--config configs/jscc_pretrain.py:rc --config.steps=1000 --config.max_wall_s=60)
+  JSCC_VJ=(--config configs/jscc_pretrain.py:vjmae --config.steps=1000 --config.max_wall_s=60)
   GATES=""; GATES_T=100
 fi
 
@@ -152,12 +156,17 @@ fi
 if { [ "$PART" = 2 ] || [ "$PART" = all ]; } && [ $FAIL = 0 ]; then
   [ "$MODE" = plan ] && echo "part 2:"
   JA=""
-  [ ${#JSCC_AT[@]} -gt 0 ] && JA="jscc_at $T/jscc_at.json $JSCC_T $PY scripts/pretrain_jscc.py ${JSCC_AT[*]} --workdir $DEST/work/jscc_at --ship"
+  JR=""; JV=""
+  if [ ${#JSCC_AT[@]} -gt 0 ]; then
+    JA="jscc_at $T/jscc_at.json $JSCC_T $PY scripts/pretrain_jscc.py ${JSCC_AT[*]} --workdir $DEST/work/jscc_at --ship"
+    JR="rc_jscc $T/rc_jscc.json $JSCC_T $PY scripts/pretrain_jscc.py ${JSCC_RC[*]} --workdir $DEST/work/rc_jscc --ship"
+    JV="vj_mae $T/vj_mae.json $JSCC_T $PY scripts/pretrain_jscc.py ${JSCC_VJ[*]} --workdir $DEST/work/vj_mae --ship"
+  fi
   if [ "$MODE" = smoke ]; then JM_MARK=$DEST/work/jscc_smoke/jscc_smoke.json; JM_WORK=$DEST/work/jscc_smoke
   else JM_MARK=$T/jscc_mt.json; JM_WORK=$DEST/work/jscc_mt; fi
   together "unet2 $T/unet_v2_stage2.json $UNET2_T $PY scripts/pretrain_unet.py --seed $((SEED + 1)) --lr 3e-4 --name unet_v2_stage2 --init-from $EP/unet $V $UNET2" \
            "jscc_mt $JM_MARK $JSCC_T $PY scripts/pretrain_jscc.py ${JSCC_MT[*]} --workdir $JM_WORK --ship" \
-           ${JA:+"$JA"} || FAIL=1
+           ${JA:+"$JA"} ${JR:+"$JR"} ${JV:+"$JV"} || FAIL=1
   if [ $FAIL = 0 ]; then
     if [ "$MODE" = plan ]; then
       stage gates "$T/gates.json" "$GATES_T" $PY -m dekag_jax.world.gates --assets "$ROOT" $GATES

@@ -12,7 +12,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "pretrain_world_v2.sh"
-STAGES = ["vae", "clip", "dino", "unet1", "unet2", "jscc_mt", "jscc_at", "gates"]
+STAGES = ["vae", "clip", "dino", "unet1", "unet2", "jscc_mt", "jscc_at", "rc_jscc", "vj_mae", "gates"]
 
 
 def _run(*args, timeout=60, env=None):
@@ -35,7 +35,7 @@ def test_plan_lists_every_stage_within_the_device_budget(tmp_path):
     assert f"--assets {dest}/assets" in cmd["gates"]
     # Side-by-side groups: part 1 = max(vae, clip) + max(dino, unet1); part 2 = max(unet2, jscc) + gates.
     part1 = max(limit["vae"], limit["clip"]) + max(limit["dino"], limit["unet1"])
-    part2 = max(limit["unet2"], limit["jscc_mt"], limit["jscc_at"]) + limit["gates"]
+    part2 = max(limit[n] for n in ("unet2", "jscc_mt", "jscc_at", "rc_jscc", "vj_mae")) + limit["gates"]
     assert part1 <= 450 and part2 <= 270 and part1 + part2 <= 720     # two calls + one start in 15 min
     for n in STAGES[:5]:   # the budget guard stops training well before the hard timeout
         assert float(re.search(r"--max-train-s (\d+)", cmd[n]).group(1)) <= limit[n] - 50, n

@@ -344,7 +344,8 @@ def measure_all(pipe=None, judges=None, *, n_per_subject: int = 2, num_steps: in
                                                                                cloud_test_lab).items()}
     res["consistency_cloud_vs_cloud"] = {k: round(v, 4) for k, v in consistency(f_cr, cloud_test_lab, f_ct,
                                                                                 cloud_test_lab).items()}
-    if tokenizer_version(judges.tokenizer) >= 2 and tokenizer_version(pipe.tokenizer) >= 2:
+    if (getattr(pipe, "tokenizer", None) is not None and tokenizer_version(judges.tokenizer) >= 2
+            and tokenizer_version(pipe.tokenizer) >= 2):   # a world-version-2 model and judge
         res["interaction_top1"] = _interaction_measures(pipe, judges, num_steps=num_steps,
                                                         guidance_scale=guidance_scale)
     res["settings"] = {"n_per_subject": n_per_subject, "num_steps": num_steps, "guidance_scale": guidance_scale,
