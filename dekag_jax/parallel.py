@@ -180,12 +180,28 @@ def is_main_process() -> bool:
     return jax.process_index() == 0
 
 
-def barrier(name: str) -> None:
+_barriers = [0]   # per-process count of barriers passed: the same sequence on every process
+
+
+def barrier(name: str, timeout_s: float = 24 * 3600) -> None:
     """Wait until every process reaches the barrier ``name`` (no-op with one process). Use it where
-    process 0 wrote files that the others read next (e.g. after a stage of the main job)."""
-    if jax.process_count() > 1:
+    process 0 wrote files that the others read next (e.g. after a stage of the main job).
+
+    A barrier of the coordination service (``jax.distributed``'s key-value client), not a device
+    collective: ``multihost_utils.sync_global_devices`` runs a psum, and on CPU the gloo
+    communicator it creates gives up when the processes arrive more than 30 s apart, which a
+    stage that only process 0 ends with file writes (or a loaded machine) easily exceeds."""
+    if jax.process_count() == 1:
+        return
+    _barriers[0] += 1
+    bid = f"{name}#{_barriers[0]}"   # ids are single-use in the coordination service
+    from jax._src import distributed   # the client has no public accessor in the pinned jax
+    client = distributed.global_state.client
+    if client is None:   # initialised outside jax.distributed (e.g. by a launcher): device collective
         from jax.experimental import multihost_utils
-        multihost_utils.sync_global_devices(name)
+        multihost_utils.sync_global_devices(bid)
+        return
+    client.wait_at_barrier(bid, int(timeout_s * 1000))
 
 
 def launch_local(cmd: Sequence[str], num_processes: int = 2, *, devices_per_process: int = 2,

@@ -35,6 +35,7 @@ def main(argv):
     ap.add_argument("--steps", type=int, default=120)
     ap.add_argument("--images", type=int, default=32)
     ap.add_argument("--mt", action="store_true", help="also continue JSCC(MT) at its own condition")
+    ap.add_argument("--runs", default=None, help="comma-separated subset of jscc_at+eq4, jscc_at+log, jscc_mt+eq4")
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
     if a.steps < 1 or a.images < 1:
@@ -112,8 +113,10 @@ def main(argv):
     eu = ConditionGrid(rates=tuple(f"{u}/64" for u in units), snrs_db=snrs, delay_spreads_s=omegas)
     mt_grid = ConditionGrid(rates=tuple(f"{u}/64" for u in range(1, 7)), snrs_db=(10.0,), delay_spreads_s=(300e-9,))
     runs = [("jscc_at+eq4", "jscc_at", eu, "none"), ("jscc_at+log", "jscc_at", eu, "log")]
-    if a.mt:
+    if a.mt or (a.runs and "jscc_mt+eq4" in a.runs):
         runs.append(("jscc_mt+eq4", "jscc_mt", mt_grid, "none"))
+    if a.runs:
+        runs = [r for r in runs if r[0] in a.runs.split(",")]
     zj, xj = jnp.asarray(z_tr), jnp.asarray(x_tr)
     trained = {}
     out["continued"] = {}

@@ -13,7 +13,8 @@ default device; no collective) and checks:
   reference one chunk of all 48 (a key per pair makes the layout irrelevant); another seed gives
   other draws; both processes get the same gathered result;
 * ``tka.train(..., mesh=)`` (slow): two CALA steps, same losses and parameters;
-* ``parallel.shard_local_batch``: each process's own rows land at its place in the global batch.
+* ``parallel.shard_local_batch``: each process's own rows land at its place in the global batch;
+  ``parallel.barrier`` passes (twice under one name).
 
 Both sides run with ``--xla_backend_optimization_level=0``: compiling is most of the time.
 """
@@ -116,6 +117,9 @@ assert g.shape == (jax.device_count(), 3), g.shape
 want_g = np.concatenate([np.arange(n_loc * 3, dtype=np.float32).reshape(n_loc, 3) + 100 * p
                          for p in range(jax.process_count())])
 assert np.array_equal(parallel.to_host(g), want_g), parallel.to_host(g)
+# the coordination-service barrier, reusable under one name (ids are made unique per call)
+parallel.barrier("test")
+parallel.barrier("test")
 out["seconds"] = {k: round(v, 1) for k, v in T.items()}
 print("RESULT " + json.dumps(out), flush=True)
 """

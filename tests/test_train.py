@@ -27,7 +27,7 @@ def env(tmp_path_factory):
     return e
 
 
-def _train(args, env, timeout=900, extra_env=None):
+def _train(args, env, timeout=2400, extra_env=None):
     e = dict(env, **(extra_env or {}))
     return subprocess.run([sys.executable, "-m", "dekag_jax.train", *args], cwd=ROOT, env=e, capture_output=True,
                           text=True, timeout=timeout)

@@ -292,7 +292,9 @@ class Generator:
         self.pipe, self.specs = pipe, specs
         self.num_steps, self.guidance_scale, self.chunk = int(num_steps), float(guidance_scale), int(chunk)
         self._fns: dict = {}
-        self._decode = jax.jit(lambda vae_params, z0: vae_decode(pipe.vae, vae_params, z0))
+        # one decoder per pipeline, shared by every Generator (ranks and step counts differ, f_LD does not)
+        self._decode = _cached(pipe, ("decode",), lambda: jax.jit(lambda vae_params, z0: vae_decode(pipe.vae,
+                                                                                                     vae_params, z0)))
 
     def _fn(self, with_mu: bool, with_lora: bool):
         k = (with_mu, with_lora)
