@@ -94,7 +94,7 @@ def get_config(arg: str = "mt"):
     c.eval.repeats = 4                # channel realisations per held-out image and rate
 
     if arg == "rc":
-        c.steps = 170                   # the shipped run's budget on the loaded 2-core CPU (README)
+        c.steps = 400                   # the shipped run's schedule (stopped at 383 by max_wall_s: README)
     if arg == "vjmae":
         c.steps = 320
     if arg.endswith("smoke"):

@@ -42,6 +42,23 @@ def cache_dir(name: str) -> Optional[Path]:
     return None if root is None else root / name
 
 
+def _orbax_distributed_barriers() -> None:
+    """Multi-process runs: orbax synchronises its checkpoint saves through the coordination
+    service's barriers instead of device collectives (its default, ``sync_global_devices``). On
+    CPU those collectives run over gloo, whose communicator gives up when the processes arrive
+    more than 30 s apart, and the processes that do not write wait that long while process 0
+    writes on a loaded machine. The switch is orbax's absl flag; it is set without parsing
+    absl's command line (marked present, so reading it needs no ``FLAGS(argv)``)."""
+    try:
+        from absl import flags
+        import orbax.checkpoint  # noqa: F401  (defines the flag)
+        f = flags.FLAGS["experimental_orbax_use_distributed_barrier"]
+    except (ImportError, KeyError):   # another orbax: nothing to switch
+        return
+    f.value = True
+    f.present = 1
+
+
 @dataclasses.dataclass(frozen=True)
 class RuntimeInfo:
     compilation_cache: Optional[str]  # directory in use, None when disabled
@@ -73,6 +90,9 @@ def setup(*, compilation_cache: bool = True, distributed: Optional[bool] = None,
         dist = parallel.maybe_initialize_distributed(force=True)
     else:
         dist = False
+
+    if dist:
+        _orbax_distributed_barriers()
 
     cache = None
     d = cache_dir("xla") if compilation_cache else None

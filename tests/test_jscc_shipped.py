@@ -32,7 +32,8 @@ def _psnr(a, b):
 
 _FNS = {}
 # (floor at 2/64, floor at 6/64) at 10 dB / 300 ns, rate forced: see test_shipped_adaptive_codec_gates
-ADAPTIVE_FLOORS = {"rc_jscc": (0.0, 0.0), "vj_mae": (0.0, 0.0)}
+# measured (64 images x 4 draws, float32): RC-JSCC 20.90 / 26.85 dB, VJ-MAE 23.25 / 25.10 dB
+ADAPTIVE_FLOORS = {"rc_jscc": (19.4, 25.3), "vj_mae": (21.7, 23.6)}
 
 
 # (codec, lowest rate it was trained on, PSNR floor there, floor at 6/64). Measured at 10 dB / 300 ns
@@ -72,9 +73,8 @@ def test_shipped_codec_gates(name, low_rate, low_min, high_min, heldout):
 # overridden, so every rate is measured), the 20 dB / 6/64 gate, and the policy's own choice under a
 # 6/64 budget (K = X tau for the rates it picks). Floors: measured values (float32, 64 images x 4
 # realisations, logs in assets/training/<name>.json) minus about 1.5 dB for 16 images x 2 draws.
-@pytest.mark.parametrize("name, low_min, high_min", [("rc_jscc", ADAPTIVE_FLOORS["rc_jscc"][0], ADAPTIVE_FLOORS["rc_jscc"][1]),
-                                                     ("vj_mae", ADAPTIVE_FLOORS["vj_mae"][0], ADAPTIVE_FLOORS["vj_mae"][1])])
-def test_shipped_adaptive_codec_gates(name, low_min, high_min, heldout):
+@pytest.mark.parametrize("name", ["rc_jscc", "vj_mae"])
+def test_shipped_adaptive_codec_gates(name, heldout):
     from dekag_jax.ka.adaptive import transmit_adaptive
     from dekag_jax.ka.codec_io import load_codec
     from dekag_jax.ka.transmission import ReceiveFn
@@ -92,6 +92,7 @@ def test_shipped_adaptive_codec_gates(name, low_min, high_min, heldout):
                          delay_spread_s=300e-9)[1], ref) for r in range(2)]
         return float(np.mean(vals))
 
+    low_min, high_min = ADAPTIVE_FLOORS[name]
     lo, hi = psnr("2/64", 10.0, x), psnr("6/64", 10.0, x)
     assert lo > low_min and hi > high_min, (lo, hi)
     assert hi > lo + 0.5, (lo, hi)     # more symbols, better images
