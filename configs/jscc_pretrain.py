@@ -80,6 +80,7 @@ def get_config(arg: str = "mt"):
     c.loss.perceptual = 0.1
     c.loss.constellation = 0.05
     c.loss.perceptual_network = "edge_vae_encoder"   # or "none"
+    c.loss.balance = "none"           # "log": per-sample loss / itself (mean log loss; scripts/at_vs_mt.py)
 
     c.adaptive = ml_collections.ConfigDict()   # RC-JSCC / VJ-MAE only
     c.adaptive.base_units = 2           # always-sent complex channels: tau >= 2/64 (Phi_EU's smallest rate)

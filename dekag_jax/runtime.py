@@ -42,23 +42,6 @@ def cache_dir(name: str) -> Optional[Path]:
     return None if root is None else root / name
 
 
-def _orbax_distributed_barriers() -> None:
-    """Multi-process runs: orbax synchronises its checkpoint saves through the coordination
-    service's barriers instead of device collectives (its default, ``sync_global_devices``). On
-    CPU those collectives run over gloo, whose communicator gives up when the processes arrive
-    more than 30 s apart, and the processes that do not write wait that long while process 0
-    writes on a loaded machine. The switch is orbax's absl flag; it is set without parsing
-    absl's command line (marked present, so reading it needs no ``FLAGS(argv)``)."""
-    try:
-        from absl import flags
-        import orbax.checkpoint  # noqa: F401  (defines the flag)
-        f = flags.FLAGS["experimental_orbax_use_distributed_barrier"]
-    except (ImportError, KeyError):   # another orbax: nothing to switch
-        return
-    f.value = True
-    f.present = 1
-
-
 @dataclasses.dataclass(frozen=True)
 class RuntimeInfo:
     compilation_cache: Optional[str]  # directory in use, None when disabled
@@ -75,7 +58,8 @@ def setup(*, compilation_cache: bool = True, distributed: Optional[bool] = None,
     Args:
       compilation_cache: enable XLA's persistent compilation cache in ``<cache root>/xla``, so
         a second run of the same command does not pay compilation again (programs that compile
-        faster than ``min_compile_time_s`` are not stored).
+        faster than ``min_compile_time_s`` are not stored). Not in multi-process CPU runs (see
+        the comment in the code: the processes must compile alike).
       distributed: ``None`` initialises ``jax.distributed`` only when the environment describes
         a multi-process job (see :func:`dekag_jax.parallel.maybe_initialize_distributed`);
         ``True`` requires it (JAX's cluster auto-detection fills in the rest); ``False`` never.
@@ -91,11 +75,17 @@ def setup(*, compilation_cache: bool = True, distributed: Optional[bool] = None,
     else:
         dist = False
 
-    if dist:
-        _orbax_distributed_barriers()
-
     cache = None
     d = cache_dir("xla") if compilation_cache else None
+    if d is not None and dist:
+        import jax
+
+        # Several processes on CPU: only process 0 reads the persistent cache (measured with jax's
+        # cache events: process 1 neither hits nor misses). With a warm cache process 0 starts
+        # running while the others still compile, and gloo, the CPU collectives, abandons a
+        # communicator whose members arrive more than 30 s apart. So every process compiles.
+        if jax.default_backend() == "cpu":
+            d = None
     if d is not None:
         import jax
 

@@ -94,6 +94,8 @@ def _validate(cfg):
         delay_spread_index(cfg.eval.delay_spread_ns * 1e-9, link)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    if cfg.loss.balance not in ("none", "log"):
+        raise UsageError(f"loss.balance={cfg.loss.balance!r}; expected 'none' or 'log'")
     if cfg.kind not in ("jscc", "rc", "vjmae"):
         raise UsageError(f"kind={cfg.kind!r}; expected 'jscc', 'rc' or 'vjmae'")
     if cfg.kind != "jscc" and not 0.0 <= cfg.adaptive.mae_random_prob <= 1.0:
@@ -256,7 +258,8 @@ def main(argv):
     opt, _ = C.make_optimizer(cfg.lr, cfg.steps, weight_decay=cfg.weight_decay)
     features = vae_encoder_features(pipe.vae) if cfg.loss.perceptual_network == "edge_vae_encoder" else None
     if cfg.kind == "jscc":
-        step_fn = make_train_step(codec, pipe.vae, opt, link=link, weights=weights, grid=grid, features=features)
+        step_fn = make_train_step(codec, pipe.vae, opt, link=link, weights=weights, grid=grid, features=features,
+                                  balance=cfg.loss.balance)
     else:
         adaptive_step = make_adaptive_train_step(codec, pipe.vae, opt, link=link, weights=weights, grid=grid,
                                                  features=features, rate_weight=cfg.adaptive.rate_weight,

@@ -73,6 +73,7 @@ def test_shipped_codec_gates(name, low_rate, low_min, high_min, heldout):
 # overridden, so every rate is measured), the 20 dB / 6/64 gate, and the policy's own choice under a
 # 6/64 budget (K = X tau for the rates it picks). Floors: measured values (float32, 64 images x 4
 # realisations, logs in assets/training/<name>.json) minus about 1.5 dB for 16 images x 2 draws.
+@pytest.mark.slow   # about 75 s per codec at load 16 on the 2-core CPU (compiles of the adaptive chain)
 @pytest.mark.parametrize("name", ["rc_jscc", "vj_mae"])
 def test_shipped_adaptive_codec_gates(name, heldout):
     from dekag_jax.ka.adaptive import transmit_adaptive
