@@ -86,7 +86,8 @@ def test_smoke_as_two_jax_distributed_processes_matches_one_device(one_device, t
     for i, p in enumerate(res):
         assert p.returncode == 0, (i, p.stdout[-2000:], p.stderr[-3000:])
     assert "metrics.json" in res[0].stdout                    # process 0 logs the stages and the end
-    assert not [l for l in res[1].stdout.splitlines() if l.startswith("[")], res[1].stdout[-2000:]
+    logged = [l for l in res[1].stdout.splitlines() if l.startswith("[") and not l.startswith("[Gloo]")]
+    assert not logged, logged[:5]   # gloo's own connection lines aside
     m = _metrics(d)
     assert m["machine"]["devices"] == 4 and m["machine"]["processes"] == 2, m["machine"]
     with open(os.path.join(d, "state.json")) as f:
