@@ -281,8 +281,10 @@ class Job:
                                           init=str(g.metaword.init))[None]
         self.lora0, self.specs = gka.init_lora(self.pipe, jax.random.fold_in(key, 2), rank=g.lora.rank,
                                                alpha=g.lora.alpha, targets=str(g.lora.targets))
+        # chunk = the eq. 5 image count: eg_test (30) and S_EG (100 = 4 chunks of 30, the last padded)
+        # run one sampler shape, so the DDIM program compiles once per run
         self.gen = gka.Generator(self.pipe, self.specs, num_steps=int(g.eval.num_steps),
-                                 guidance_scale=float(g.eval.guidance))
+                                 guidance_scale=float(g.eval.guidance), chunk=max(1, min(64, int(g.eval.n_images))))
         self.frozen = {"unet": self.pipe.unet_params, "text": self.pipe.text_params}
         # eq. 5 after the channel: a fixed-seed subset of K conditions of Phi_EU (the same for every
         # image, method and subject), so "received" is comparable across methods

@@ -318,14 +318,20 @@ class Generator:
         pipe = self.pipe
         ss, c = pipe.unet.config.sample_size, pipe.unet.config.in_channels
         fn = self._fn(mu is not None, adapters is not None)
+        seeds = [int(s) for s in seeds]
+        # one batch shape per call (min(chunk, N)): the last partial chunk is padded by repeating its
+        # last seed and the padding dropped, so e.g. 100 seeds in chunks of 32 compile the sampler once
+        b = min(self.chunk, len(seeds))
         out = []
         for i in range(0, len(seeds), self.chunk):
-            part = [int(s) for s in seeds[i:i + self.chunk]]
+            part = seeds[i:i + self.chunk]
+            n = len(part)
+            part = part + [part[-1]] * (b - n)
             z_T = jnp.stack([jax.random.normal(jax.random.key(s), (ss, ss, c), jnp.float32) for s in part])
             ids = jnp.asarray(pipe.tokenize([prompt] * len(part)), jnp.int32)
             neg = jnp.asarray(pipe.tokenize([""] * len(part)), jnp.int32)
             out.append(np.asarray(fn(pipe.text_params, pipe.unet_params, adapters, mu, ids, neg, z_T,
-                                     jnp.float32(self.guidance_scale))))
+                                     jnp.float32(self.guidance_scale)))[:n])
         if not out:
             return np.zeros((0, ss, ss, c), np.float32)
         return np.concatenate(out)
@@ -336,8 +342,13 @@ class Generator:
         if not len(z0):
             ss = self.pipe.unet.config.sample_size * self.pipe.vae.downsample_factor
             return np.zeros((0, ss, ss, 3), np.float32)
-        return np.concatenate([np.asarray(self._decode(self.pipe.vae_params, jnp.asarray(z0[i:i + self.chunk])))
-                               for i in range(0, len(z0), self.chunk)])
+        b = min(self.chunk, len(z0))   # one batch shape, as in latents()
+        out = []
+        for i in range(0, len(z0), self.chunk):
+            part = z0[i:i + self.chunk]
+            pad = np.concatenate([part, np.repeat(part[-1:], b - len(part), 0)]) if len(part) < b else part
+            out.append(np.asarray(self._decode(self.pipe.vae_params, jnp.asarray(pad)))[:len(part)])
+        return np.concatenate(out)
 
     def __call__(self, prompt: str, seeds: Sequence[int], mu=None, adapters=None) -> np.ndarray:
         return self.decode(self.latents(prompt, seeds, mu, adapters))
