@@ -992,10 +992,11 @@ def write_report(run_dir: str) -> str:
 
     # --- ours vs paper
     L += ["## Ours next to the paper's claims (Sec. VI-B)", "",
-          "\"holds?\" asks whether the claim's direction holds on our data (see `dekag_jax.report.claims` for each "
-          "test); the last column says where ours differ, from the data.", ""]
+          "\"direction holds?\" asks only whether the claim's direction holds on our data (MAKD above LB, CALA "
+          "above LoRA, ...; see `dekag_jax.report.claims` for each test), not its size: compare \"ours\" with "
+          "\"paper\" for that. The last column says where ours differ, from the data.", ""]
     yes = {True: "yes", False: "**no**", None: "—"}
-    L += _table(("claim", "paper", "ours", "holds?", "where ours differ and why"),
+    L += _table(("claim", "paper", "ours", "direction holds?", "where ours differ and why"),
                 ((c["claim"], c["paper"], c["text"], yes[c["holds"]], c["note"]) for c in claims(m)))
 
     # --- figures
