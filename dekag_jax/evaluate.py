@@ -317,23 +317,16 @@ def _parse(argv):
 
 
 def main(argv=None) -> int:
-    from dekag_jax.errors import prepare_output_dir, remove_if_empty
+    from dekag_jax.ka.command import run_stage
 
     fv, config = _parse(list(sys.argv[1:] if argv is None else argv))
-    created = prepare_output_dir(fv.workdir)
-    from dekag_jax import runtime
 
-    try:
-        runtime.setup()
-        res = run(config, fv.workdir, log=lambda m: print(m, flush=True))
-    except BaseException:
-        remove_if_empty(created)
-        raise
-    print(res["tables"])
-    print(f"wrote {os.path.join(fv.workdir, 'tka_figures.json')}, tka_figures.md and "
-          f"{', '.join(sorted(res['figures']))} PNGs in {os.path.join(fv.workdir, 'figures')} "
-          f"({res['seconds']['total']} s)")
-    return 0
+    def wrote(res, workdir):
+        return (f"wrote {os.path.join(workdir, 'tka_figures.json')}, tka_figures.md and "
+                f"{', '.join(sorted(res['figures']))} PNGs in {os.path.join(workdir, 'figures')} "
+                f"({res['seconds']['total']} s)")
+
+    return run_stage(fv, config, run, lambda res: res["tables"], wrote)
 
 
 if __name__ == "__main__":

@@ -25,9 +25,10 @@ def parse_stage_args(argv: Sequence[str], *, prog: str, what: str, example: str,
     return fv, config
 
 
-def run_stage(fv, config, run: Callable, format_table: Callable) -> int:
+def run_stage(fv, config, run: Callable, format_table: Callable, wrote: Callable | None = None) -> int:
     """Run ``run(config, workdir, log=...)`` after the runtime setup; a failed run leaves no empty
-    work folder behind (what it already wrote stays)."""
+    work folder behind (what it already wrote stays). Prints ``format_table(res)``, then
+    ``wrote(res, workdir)`` (default: the metrics.json line)."""
     created = prepare_output_dir(fv.workdir)
     from dekag_jax import runtime
 
@@ -38,5 +39,6 @@ def run_stage(fv, config, run: Callable, format_table: Callable) -> int:
         remove_if_empty(created)
         raise
     print(format_table(res))
-    print(f"wrote {os.path.join(fv.workdir, 'metrics.json')} ({res['seconds']} s)")
+    print(wrote(res, fv.workdir) if wrote is not None else
+          f"wrote {os.path.join(fv.workdir, 'metrics.json')} ({res['seconds']} s)")
     return 0
