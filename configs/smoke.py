@@ -41,6 +41,7 @@ def get_config(arg: str = ""):
     c.eval.received_conditions = 2
     c.fig4.n_images = 2
     c.fig13.n_images = 2
+    c.fig13.rates = "2/64"
     c.fig13.snrs_db = (0.0, 20.0)
     c.fig13.delay_spreads_ns = (3000.0,)
     if arg == "gka":
