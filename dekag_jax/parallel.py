@@ -100,6 +100,18 @@ def replicated_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
+def data_axis_size(mesh: Mesh, what: str, batch: Optional[int] = None, axis_name: str = DATA_AXIS) -> int:
+    """Number of devices on the mesh's data axis; ValueError (one line, prefixed ``what``) when the
+    mesh lacks the axis or ``batch`` is given and not divisible by it."""
+    ndev = dict(mesh.shape).get(axis_name)
+    if ndev is None:
+        raise ValueError(f"{what}: the mesh has no axis {axis_name!r} (axes {tuple(mesh.shape)})")
+    if batch is not None and batch % ndev:
+        raise ValueError(f"{what}: batch={batch} is not divisible by the {ndev} devices of the mesh "
+                         f"axis {axis_name!r}")
+    return int(ndev)
+
+
 def pad_to_multiple(n: int, m: int) -> int:
     """Smallest multiple of m that is >= n."""
     return -(-int(n) // int(m)) * int(m)

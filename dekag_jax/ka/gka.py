@@ -191,12 +191,7 @@ def train_stage(pipe, data: Data, trainable: dict, frozen: dict, specs, *, epoch
     tx = optax.adam(lr)
     shard_kw: dict = {}
     if mesh is not None:
-        ndev = dict(mesh.shape).get(parallel.DATA_AXIS)
-        if ndev is None:
-            raise ValueError(f"train_stage: the mesh has no axis {parallel.DATA_AXIS!r} (axes {tuple(mesh.shape)})")
-        if batch % ndev:
-            raise ValueError(f"train_stage: batch={batch} is not divisible by the {ndev} devices of the mesh "
-                             f"axis {parallel.DATA_AXIS!r}")
+        parallel.data_axis_size(mesh, "train_stage", batch)
         rep, dat = parallel.replicated_sharding(mesh), parallel.data_sharding(mesh)
         # step(trainable, opt_state, frozen, z0, sid, ids, t, noise) -> (trainable, opt_state, loss)
         shard_kw = dict(in_shardings=(rep, rep, rep, dat, dat, rep, dat, dat), out_shardings=(rep, rep, rep))

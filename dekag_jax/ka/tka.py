@@ -257,12 +257,7 @@ def train(setup: Setup, trainable, frozen, z, x, *, grid, weights: LossWeights, 
     if mesh is not None:
         from dekag_jax import parallel
 
-        ndev = dict(mesh.shape).get(parallel.DATA_AXIS)
-        if ndev is None:
-            raise ValueError(f"tka.train: the mesh has no axis {parallel.DATA_AXIS!r} (axes {tuple(mesh.shape)})")
-        if batch % ndev:
-            raise ValueError(f"tka.train: batch={batch} is not divisible by the {ndev} devices of the mesh axis "
-                             f"{parallel.DATA_AXIS!r}")
+        parallel.data_axis_size(mesh, "tka.train", batch)
         rep, dat = parallel.replicated_sharding(mesh), parallel.data_sharding(mesh)
         # step(trainable, opt_state, frozen, z, x, key) -> (trainable, opt_state, loss, metrics)
         shard_kw = dict(in_shardings=(rep, rep, rep, dat, dat, rep), out_shardings=(rep, rep, rep, rep))
@@ -373,10 +368,7 @@ def evaluate(setup: Setup, trainable, frozen, z, x, *, grid, seed: int = 1234, c
         raise ValueError(f"evaluate: chunk={chunk} must be >= 1")
     chunk = min(int(chunk), total)
     if mesh is not None:
-        ndev = dict(mesh.shape).get(parallel.DATA_AXIS)
-        if ndev is None:
-            raise ValueError(f"evaluate: the mesh has no axis {parallel.DATA_AXIS!r} (axes {tuple(mesh.shape)})")
-        chunk = parallel.pad_to_multiple(chunk, ndev)
+        chunk = parallel.pad_to_multiple(chunk, parallel.data_axis_size(mesh, "evaluate"))
     run_chunk = _eval_fn(setup, mesh)
     if mesh is not None:
         trainable, frozen = parallel.replicate(trainable, mesh), parallel.replicate(frozen, mesh)
