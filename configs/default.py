@@ -118,6 +118,24 @@ def base_config() -> ml_collections.ConfigDict:
     c.fig13.rates = "2/64,4/64,6/64"  # comma-separated: the x axis (symbols per pixel = tau)
     c.fig13.snrs_db = (0.0, 10.0, 20.0)
     c.fig13.delay_spreads_ns = (30.0, 3000.0)   # the paper's two delay spreads
+
+    # optional study stages of the main job, all off here (configs/studies.py turns them on)
+    c.studies = ml_collections.ConfigDict()
+    c.studies.fig8 = False            # G-KA training depth on gka.studies.subject (settings: gka.studies)
+    c.studies.fig9 = False            # G-KA LoRA rank vs precision on gka.studies.subject (gka.studies)
+    c.studies.fig11 = False           # T-KA rank budget vs Full-FT on the first subject's S_EG (fig11)
+    c.studies.fig12 = False           # T-KA PSNR and FID vs bpp per SNR, every subject (fig12)
+    c.fig11 = ml_collections.ConfigDict()   # field names as configs/tka_figures.py's
+    c.fig11.ranks = (1, 2, 4, 8, 16)
+    c.fig11.methods = "lora,cala"     # + Full-FT, trained once (the ratios' denominator)
+    c.fig11.epochs = 10               # = tka.train.epochs: 100 steps of batch 10 per training
+    c.fig11.rates = "2/64,4/64,6/64"  # the evaluation grid of the PSNR panel
+    c.fig11.snrs_db = (0.0, 10.0, 20.0)
+    c.fig11.delay_spreads_ns = (300.0,)
+    c.fig12 = ml_collections.ConfigDict()
+    c.fig12.schemes = "cala,noka"     # T-KA methods of the run whose received images are scored
+    c.fig12.feature = "dino"          # the judge whose features FID/KID use (no Inception net in the tiny world)
+    c.fig12.kid_subsets = 100
     return c
 
 

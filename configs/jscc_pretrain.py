@@ -42,7 +42,7 @@ def get_config(arg: str = "mt"):
     c.kind = "rc" if arg.startswith("rc") else ("vjmae" if arg.startswith("vjmae") else "jscc")
     c.codec = "tiny"                  # models.jscc.JSCCConfig.named(...)
     c.seed = 0
-    c.steps = 700                     # ~13 min on the 2-core CPU at load ~10 (the shipped runs)
+    c.steps = 800                     # the shipped JSCC(MT) and JSCC(AT): both 800 steps from scratch, seed 0
     c.batch = 16
     c.lr = 1e-3                       # AdamW, warmup + cosine (scripts/pretrain_common.make_optimizer)
     c.weight_decay = 1e-4
@@ -80,7 +80,9 @@ def get_config(arg: str = "mt"):
     c.loss.perceptual = 0.1
     c.loss.constellation = 0.05
     c.loss.perceptual_network = "edge_vae_encoder"   # or "none"
-    c.loss.balance = "none"           # "log": per-sample loss / itself (mean log loss; scripts/at_vs_mt.py)
+    # "log": per-sample loss / itself (the gradient of the mean log loss; scripts/at_vs_mt.py). JSCC(AT)
+    # ships with it (module docstring: Phi_EU is reported as a mean of PSNR in dB).
+    c.loss.balance = "log" if arg == "at" else "none"
 
     c.adaptive = ml_collections.ConfigDict()   # RC-JSCC / VJ-MAE only
     c.adaptive.base_units = 2           # always-sent complex channels: tau >= 2/64 (Phi_EU's smallest rate)
@@ -88,6 +90,7 @@ def get_config(arg: str = "mt"):
     c.adaptive.temperature_start = 2.0  # RC-JSCC Gumbel-softmax temperature, annealed exponentially
     c.adaptive.temperature_end = 0.3
     c.adaptive.mae_random_prob = 0.5    # VJ-MAE: share of samples with a random rate
+    c.adaptive.explore_prob = 0.0       # RC-JSCC: share of samples sent at a random rate (ka/adaptive.py)
 
     c.eval = ml_collections.ConfigDict()
     c.eval.snr_db = 10.0

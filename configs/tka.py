@@ -58,6 +58,7 @@ def get_config(arg: str = "all"):
     c.adapter.codec_targets = CODEC_TARGETS
     c.adapter.decoder_targets = ",".join(DECODER_FIRST_SIX)
     c.adapter.cala_phi = "condition"  # "constant": CALA's gates see phi = 0 (condition-free control)
+    c.adapter.cala_gate = "sigmoid2"  # CALA's gate form: sigmoid2|linear|softmax|mlp|fourier (readings: adapt/cala.py)
     c.adapter.fullft_decoder = True   # Full-FT updates the latent decoder too (reading in dekag_jax/ka/tka.py)
 
     c.train = ml_collections.ConfigDict()

@@ -1,14 +1,27 @@
 """The paper's Figs. 10-13 (Sec. VI-B3) from one command:
 
     python -m dekag_jax.evaluate --config configs/tka_figures.py --workdir runs/tka_figures
+    python -m dekag_jax.evaluate --config configs/tka_figures.py:budget --workdir runs/tka_figures_all
     python -m dekag_jax.evaluate --config configs/tka_figures.py:smoke --workdir /tmp/tka_smoke
 
 Variants (``get_config(arg)``):
-  * ``default``: the shipped JSCC(MT) and JSCC(AT) (RC-JSCC / VJ-MAE are added to ``codecs`` when
-    their directories ship), No-KA / LoRA / CALA / Full-FT at T-KA's default depth (configs/tka.py:
-    30 epochs at lr 1e-3, a stated departure from the paper's 1,000 epochs at 1e-4 for the CPU
-    budget), over Phi_EU; Fig. 11 at a shallower depth (``fig11.epochs``) and a reduced evaluation
-    grid (rates 2, 4, 6/64 x SNR 0, 10, 20 dB x 300 ns) because it trains 11 models;
+  * ``default``: the four shipped codecs (JSCC(MT), JSCC(AT), RC-JSCC, VJ-MAE), No-KA / LoRA / CALA /
+    Full-FT at T-KA's default depth (configs/tka.py: 30 epochs at lr 1e-3, a stated departure from
+    the paper's 1,000 epochs at 1e-4 for the CPU budget), over Phi_EU, eq. 5 over every condition;
+    Fig. 11 at a shallower depth (``fig11.epochs``) and a reduced evaluation grid (rates 2, 4, 6/64 x
+    SNR 0, 10, 20 dB x 300 ns) because it trains 11 models;
+  * ``budget``: everything (Fig. 10: 4 codecs x 4 methods; Fig. 11: ranks 1, 2, 4, 8, 16; Figs. 12,
+    13) in one command in about 75 minutes of a busy 2-core CPU (measured at the default depth, load
+    12-25: per codec No-KA ~170 s, mostly eq. 5 over 75 x 30 received images; CALA 420 s of training
+    + 200 s of evaluation; Full-FT 815 s: 16 cells and 11 Fig. 11 trainings at that depth would take
+    about 4 hours). Depths: **the main job's T-KA depth** (configs/default.py: 10 epochs of batch 10
+    = 100 steps at lr 3e-3, the sweep's best single lr at a short depth) for every training of Figs.
+    10-13, and **Fig. 11 at the same depth** (so its R = 16 LoRA/CALA and Full-FT are Fig. 10's JSCC(MT)
+    models, read back, and its PSNRs compare with Fig. 10's), evaluated on Fig. 11's reduced grid;
+    **eq. 5 on a fixed-seed subset of 5 Phi_EU conditions per received image** (the main job's
+    ``eval.received_conditions``, same draw), PSNR still over all 75 conditions; Fig. 13 at tau = 2, 4,
+    6/64 (the main job's; the LDPC baselines are most of its time); ``eval.chunk`` = 150 pairs = the
+    eq. 5 subset's 5 x 30 (one compiled evaluation shape serves both evaluations);
   * ``paper``: the paper's depth (1,000 epochs at 1e-4) for every training, three subjects;
   * ``smoke``: a wiring check (one codec, tiny S_EG, one epoch, reduced grids): every figure's
     data and PNG, not its numbers.
@@ -20,7 +33,8 @@ cache ``seg.cache_dir`` (default ``<workdir>/seg``; point it at the main job's c
 import ml_collections
 
 METHODS = ("noka", "lora", "cala", "fullft")
-_VARIANTS = ("default", "paper", "smoke")
+CODECS = ("jscc_mt", "jscc_at", "rc_jscc", "vj_mae")   # the shipped codecs (the paper's four in Fig. 10)
+_VARIANTS = ("default", "budget", "paper", "smoke")
 SHIPPED = "dekag_jax/world/assets/jscc/"
 
 
@@ -31,7 +45,7 @@ def get_config(arg: str = "default"):
     c.variant = arg
     c.subjects = "human_00"
     # comma-separated save_codec directories (their basename names the codec in the figures)
-    c.codecs = SHIPPED + "jscc_mt," + SHIPPED + "jscc_at"
+    c.codecs = ",".join(SHIPPED + n for n in CODECS)
     c.methods = ",".join(METHODS)
     c.seed = 0
     c.figures = "fig10,fig11,fig12,fig13"      # which figures to compute
@@ -76,6 +90,7 @@ def get_config(arg: str = "default"):
     c.eval = ml_collections.ConfigDict()
     c.eval.seed = 1234
     c.eval.chunk = 250
+    c.eval.received_conditions = 0             # eq. 5 on K fixed-seed conditions of Phi_EU per image (0 = all)
 
     c.fig11 = ml_collections.ConfigDict()
     c.fig11.ranks = (1, 2, 4, 8, 16)
@@ -97,6 +112,16 @@ def get_config(arg: str = "default"):
     c.fig13.delay_spreads_ns = (30.0, 3000.0)
     c.fig13.rates = "2/64,3/64,4/64,5/64,6/64"
 
+    if arg == "budget":                        # reasons: module docstring
+        c.train.epochs = 10
+        c.train.batch = 10
+        c.train.lr = 3e-3
+        c.train.log_every = 25
+        c.eval.received_conditions = 5
+        c.eval.chunk = 150
+        c.fig11.epochs = 10
+        c.fig12.codec = SHIPPED + "jscc_mt"
+        c.fig13.rates = "2/64,4/64,6/64"
     if arg == "paper":
         c.subjects = "human_00,animal_00,building_00"
         c.train.epochs = 1000
@@ -115,6 +140,7 @@ def get_config(arg: str = "default"):
         c.conditions.snrs_db = (0.0, 20.0)
         c.conditions.delay_spreads_ns = (30.0,)
         c.eval.chunk = 8
+        c.eval.received_conditions = 2         # the eq. 5 subset path (2 of the 4 conditions)
         c.fig11.ranks = (1,)
         c.fig11.methods = "cala"
         c.fig11.train = True

@@ -122,11 +122,19 @@ def run(config, workdir: str, *, pipe=None, judges=None, log: Callable[[str], No
     cache = str(config.seg.cache_dir) or os.path.join(workdir, "seg")
 
     codec_dirs = _list(config.codecs)
-    codecs = {}
+    codecs, codec_training = {}, {}
     for d in codec_dirs:
         class _C:   # tka.load_codec_for reads ``.codec`` of a config
             codec = d
         codec, params, source = tka.load_codec_for(_C, (ss, ss), int(config.seed))
+        if d != "random":
+            # the files' digest names the codec in checkpoints: a re-shipped codec retrains its adapters
+            source = f"{source}@{ts.codec_fingerprint(d)}"
+            try:
+                with open(os.path.join(d, "config.json")) as f:
+                    codec_training[_codec_name(d)] = json.load(f).get("training")
+            except (OSError, ValueError):
+                codec_training[_codec_name(d)] = None
         codecs[_codec_name(d)] = (codec, params, source)
     main_codec = _codec_name(config.fig12.codec) if config.fig12.codec else next(iter(codecs))
 
@@ -144,7 +152,9 @@ def run(config, workdir: str, *, pipe=None, judges=None, log: Callable[[str], No
                  "machine": {"backend": jax.default_backend(), "devices": jax.device_count(),
                              "processes": jax.process_count(), "cpu_count": os.cpu_count(),
                              "platform": platform.platform(), "load_avg_start": os.getloadavg()[0]},
-                 "subjects": subjects, "codecs": {n: c[2] for n, c in codecs.items()}, "seconds": {}}
+                 "subjects": subjects, "codecs": {n: c[2] for n, c in codecs.items()},
+                 "codec_training": codec_training, "depth": depth_info(config, int(data[subjects[0]]["z_train"].shape[0])),
+                 "seconds": {}}
     os.makedirs(workdir, exist_ok=True)
 
     def save():   # after every figure: nothing finished is lost when a later one fails or is stopped
@@ -155,14 +165,19 @@ def run(config, workdir: str, *, pipe=None, judges=None, log: Callable[[str], No
             json.dump(res, f, indent=1)
         os.replace(tmp, os.path.join(workdir, "tka_figures.json"))
 
+    k_rx = int(config.eval.received_conditions)
+    rx_conditions = ts.received_subset(grid, k_rx, int(config.eval.seed)) if k_rx > 0 else None
+    if rx_conditions is not None:
+        res["received_conditions"] = [{"tau": f"{u}/64", "snr_db": s_, "delay_spread_ns": round(w * 1e9, 3)}
+                                      for u, s_, w in rx_conditions]
     need_fig10 = any(f in figs for f in ("fig10", "fig12", "fig13"))
     kept = {}
     if need_fig10:
         t0 = time.time()
         fig12_schemes = _list(config.fig12.schemes) if "fig12" in figs else []
 
-        def keep(c, s, m):
-            return c == main_codec and (m in fig12_schemes or m == "cala")
+        def keep(c, s, m):   # Fig. 12 needs its schemes' images, Fig. 13 the CALA-aligned codec
+            return c == main_codec and (m in fig12_schemes or (m == "cala" and "fig13" in figs))
 
         # Figs. 12-13 need only the main codec: the others run only for Fig. 10
         cset = codecs if "fig10" in figs else {main_codec: codecs[main_codec]}
@@ -171,7 +186,8 @@ def run(config, workdir: str, *, pipe=None, judges=None, log: Callable[[str], No
                                         weights=weights, tcfg=tcfg, link=link, rank=int(config.adapter.rank),
                                         adapter_kw=adapter_kw, feature_fns=fns, eval_seed=int(config.eval.seed),
                                         chunk=int(config.eval.chunk), ckpt_dir=os.path.join(workdir, "tka"),
-                                        seed=int(config.seed), keep=keep, log=log)
+                                        seed=int(config.seed), keep=keep, log=log,
+                                        received_conditions=rx_conditions)
         kept = info["kept"]
         if "fig10" in figs:
             res["tka"] = tka_piece
@@ -214,6 +230,12 @@ def run(config, workdir: str, *, pipe=None, judges=None, log: Callable[[str], No
         codec, cparams, source = codecs[main_codec]
         d = data[sid]
         eval_grid = tka.grid_from_config(config.fig11)
+        # Fig. 10's checkpoints of the same models (R = adapter.rank, Full-FT) are read when their
+        # settings match (same depth): train_or_load checks, so a different fig11.epochs retrains
+        f10 = os.path.join(workdir, "tka", main_codec, sid)
+        r10 = int(config.adapter.rank)
+        reuse = {("lora", r10): os.path.join(f10, "lora.safetensors"), ("cala", r10): os.path.join(f10, "cala.safetensors"),
+                 ("fullft", max(int(r) for r in config.fig11.ranks)): os.path.join(f10, "fullft.safetensors")}
         res["fig11"] = ts.fig11_data(codec, cparams, pipe.vae, pipe.vae_params, d["z_train"], d["x_train"], d["z_test"],
                                      d["x_test"], grid=grid, eval_grid=eval_grid, weights=weights,
                                      tcfg={**tcfg, "epochs": int(config.fig11.epochs)}, link=link,
@@ -222,7 +244,7 @@ def run(config, workdir: str, *, pipe=None, judges=None, log: Callable[[str], No
                                      eval_seed=int(config.eval.seed), chunk=int(config.eval.chunk),
                                      ckpt_dir=os.path.join(workdir, "tka", "fig11", main_codec, sid),
                                      codec_source=source, subject=sid, seed=int(config.seed),
-                                     train=bool(config.fig11.train), log=log)
+                                     train=bool(config.fig11.train), reuse=reuse, log=log)
         res["fig11_info"] = {"subject": sid, "codec": main_codec, "epochs": int(config.fig11.epochs),
                              "flops": "XLA cost analysis of the compiled training step on "
                                       f"{jax.default_backend()} (flops_jaxpr: perf.count_flops, model FLOPs)"}
@@ -235,15 +257,43 @@ def run(config, workdir: str, *, pipe=None, judges=None, log: Callable[[str], No
     return res
 
 
+def depth_info(config, n_train: int) -> dict:
+    """The training depths and the eq. 5 subset of a run, for the tables' and figures' labels."""
+    def one(epochs):
+        batch = min(int(config.train.batch), int(n_train))
+        return {"epochs": int(epochs), "batch": batch, "steps": int(epochs) * (int(n_train) // batch),
+                "lr": float(config.train.lr)}
+    return {"fig10": one(config.train.epochs), "fig11": one(config.fig11.epochs),
+            "received_conditions": int(config.eval.received_conditions)}
+
+
+def _depth_line(d: dict | None) -> str:
+    return "" if not d else (f"{d['steps']} steps ({d['epochs']} epochs of batch {d['batch']}) at lr {d['lr']:g}")
+
+
+def _rx_line(res: dict) -> str:
+    k = (res.get("depth") or {}).get("received_conditions", 0)
+    return (f"eq. 5 on a fixed-seed subset of {k} Phi_EU conditions per image" if k and k > 0 else
+            "eq. 5 over every Phi_EU condition")
+
+
 def draw(res: dict, out_dir: str, *, log: Callable[[str], None] = print) -> dict:
-    """PNG per figure whose data exist, through ``dekag_jax.report.plot_fig10..13``: ``{name: path}``."""
+    """PNG per figure whose data exist, through ``dekag_jax.report.plot_fig10..13``: ``{name: path}``
+    (Figs. 10 and 11 labelled with their training depth when ``res["depth"]`` has it)."""
     from dekag_jax import report
 
     os.makedirs(out_dir, exist_ok=True)
     out = {}
+    depth = res.get("depth") or {}
+    notes = {"fig10": f"T-KA depth {_depth_line(depth.get('fig10'))}; {_rx_line(res)}" if depth else "",
+             "fig11": f"T-KA depth {_depth_line(depth.get('fig11'))}; subject "
+                      f"{(res.get('fig11_info') or {}).get('subject', '')}, codec "
+                      f"{(res.get('fig11_info') or {}).get('codec', '')}" if depth else ""}
     for name, key in (("fig10", "tka"), ("fig11", "fig11"), ("fig12", "fig12"), ("fig13", "fig13")):
         if key in res:
-            out[name] = getattr(report, f"plot_{name}")(res[key], os.path.join(out_dir, f"{name}.png"))
+            path = os.path.join(out_dir, f"{name}.png")
+            fn = getattr(report, f"plot_{name}")
+            out[name] = fn(res[key], path, note=notes[name]) if notes.get(name) else fn(res[key], path)
     return out
 
 
@@ -255,9 +305,12 @@ def format_tables(res: dict) -> str:
     """Markdown tables of every figure's data in ``res``."""
     out = []
     if "tka" in res:
+        depth = res.get("depth") or {}
         out += ["### Fig. 10: T-KA methods per codec (received images; PSNR vs x = f_LD(z) over Phi_EU, eq. 5 vs the "
-                "10 cloud test images)", "",
-                "| codec | subject | method | PSNR (dB) | γ = 0 dB | γ = 20 dB | DINO | CLIP | update params | ratio |",
+                "10 cloud test images)", ""]
+        if depth:
+            out += [f"T-KA depth: {_depth_line(depth.get('fig10'))}; {_rx_line(res)}.", ""]
+        out += ["| codec | subject | method | PSNR (dB) | γ = 0 dB | γ = 20 dB | DINO | CLIP | update params | ratio |",
                 "|---|---|---|---|---|---|---|---|---|---|"]
         for c, per_s in res["tka"].items():
             for s, per_m in per_s.items():
@@ -268,8 +321,11 @@ def format_tables(res: dict) -> str:
                                f"{100 * e['ratio']:.2f}% |")
         out.append("")
     if "fig11" in res:
-        out += ["### Fig. 11: update size and training FLOPs relative to Full-FT, PSNR", "",
-                "| rank | method | update ratio | FLOPs ratio (XLA, compiled) | FLOPs/step | PSNR (dB) |",
+        d11 = (res.get("depth") or {}).get("fig11")
+        out += ["### Fig. 11: update size and training FLOPs relative to Full-FT, PSNR", ""]
+        if d11:
+            out += [f"T-KA depth: {_depth_line(d11)}.", ""]
+        out += ["| rank | method | update ratio | FLOPs ratio (XLA, compiled) | FLOPs/step | PSNR (dB) |",
                 "|---|---|---|---|---|---|"]
         for r in res["fig11"]:
             out.append(f"| {r['rank']} | {r['method']} | {r['update_ratio']:.4f} | {r['flops_ratio']:.3f} | "

@@ -391,10 +391,11 @@ def _codec_label(c: str) -> str:
     return CODEC_LABELS.get(c, c)
 
 
-def plot_fig10(tka: Mapping, path: str) -> str:
+def plot_fig10(tka: Mapping, path: str, note: str = "") -> str:
     """Fig. 10: per codec (groups) and T-KA method (bars), (a) PSNR, (b) DINO-score, (c) CLIP-score,
     each the mean over subjects; the error bar is the std over subjects (0 with one subject).
-    DINO/CLIP bars are left out where they were not measured (null)."""
+    DINO/CLIP bars are left out where they were not measured (null). ``note``: a line below the
+    panels (e.g. the training depth)."""
     t = _check_tka(tka)
     codecs = list(t)
     methods = [m for m in TKA_METHODS if any(m in t[c][s] for c in codecs for s in t[c])]
@@ -410,12 +411,13 @@ def plot_fig10(tka: Mapping, path: str) -> str:
             series.append((TKA_LABELS[m], vals, errs))
         _bars(axes[0][i], [_codec_label(c) for c in codecs], series, name.split(" ", 1)[1], name,
               colors=[_COLORS[TKA_METHODS.index(m)] for m in methods])
-    return _save(fig, path, legend_ax=axes[0][0])
+    return _save(fig, path, legend_ax=axes[0][0], note=note)
 
 
-def plot_fig11(rows: Sequence[Mapping], path: str) -> str:
+def plot_fig11(rows: Sequence[Mapping], path: str, note: str = "") -> str:
     """Fig. 11: (a) update size / Full-FT's, (b) training FLOPs / Full-FT's, (c) PSNR, against the
-    rank budget, for LoRA and CALA; Full-FT is flat in rank (a line across all ranks)."""
+    rank budget, for LoRA and CALA; Full-FT is flat in rank (a line across all ranks). ``note``: a
+    line below the panels (e.g. the training depth)."""
     rs = []
     for i, r in enumerate(_list(rows, "fig11")):
         w = f"fig11[{i}]"
@@ -447,7 +449,7 @@ def plot_fig11(rows: Sequence[Mapping], path: str) -> str:
         ax.set_xlabel("rank budget R")
         ax.set_title(name, fontsize=10)
         ax.grid(alpha=0.3)
-    return _save(fig, path, legend_ax=axes[0][0])
+    return _save(fig, path, legend_ax=axes[0][0], note=note)
 
 
 def plot_fig12(d: Mapping, path: str) -> str:

@@ -80,7 +80,7 @@ def _parse_taus(taus):
 
 def conditions(config):
     """The grid of ``Condition``s of a sweep config, in tau-major order (validates all fields)."""
-    from dekag_jax.channel.condition import ns_to_s
+    from dekag_jax.channel.condition import delay_spread_unit_hint, ns_to_s
     from dekag_jax.channel.montecarlo import Condition, num_symbols
     from dekag_jax.channel.qam import check_m
     check_m(config.M)
@@ -97,7 +97,7 @@ def conditions(config):
             raise ValueError(f"delay spread omega={w:g} ns must be finite and > 0")
         if w < 0.1:  # a value in seconds written into the ns field
             raise ValueError(f"delay spread omega={w:g} ns is implausible (< 0.1 ns); "
-                             f"did you mean {w:g} s = {w * 1e9:g} ns?")
+                             f"{delay_spread_unit_hint(w, 'ns')}")
     _ofdm_config(config)  # validates channel fields and omegas
     return [Condition(t, float(g), ns_to_s(w))
             for t in taus for g in config.snrs_db for w in config.delay_spreads_ns]

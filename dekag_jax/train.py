@@ -16,6 +16,14 @@ Algorithm 1 per subject, in banner-marked stages below (names as the paper's):
 5. **Evaluation**: T-KA PSNR over Phi_EU and DINO/CLIP of the received images; eq. 5 of the G-KA
    methods' images after the CALA-aligned codec ("received"); Fig. 4 images (tau = 1/32, 10 dB,
    3000 ns, with JPEG-LDPC and Latent-LDPC); Fig. 13 points; then ``report.write_report(DIR)``.
+6. **Studies** (optional, run only when ``studies.<fig>`` is on: off in configs/default.py and smoke.py,
+   on in configs/studies.py): Fig. 8 (G-KA training depth, ``ka.gka_studies.depth_study``) and Fig. 9
+   (LoRA rank vs precision, ``rank_bits_study``) on ``gka.studies.subject``, once per run; Fig. 11 (T-KA
+   rank budget, ``ka.tka_studies.fig11_data``) on the first subject's S_EG, once per run; Fig. 12 (PSNR
+   and FID vs bpp, ``fig12_data``) per subject after its Fig. 13 (the first subject's points are the
+   contract's ``fig12``, every subject's under ``fig12.per_subject``). Settings and seconds of each study
+   go to metrics.json ``studies_info``. A study stage killed midway reruns from its start (Fig. 11 keeps
+   each finished training in ``DIR/<subject>/ckpt/fig11/``).
 
 Writes (the contract of the main-job helpers): ``DIR/config.json``, ``DIR/state.json`` (finished stages),
 ``DIR/metrics.json`` (rewritten after every stage), ``DIR/<subject>/ckpt/<stage>/`` (orbax checkpoints,
@@ -46,7 +54,8 @@ import numpy as np
 from dekag_jax.errors import NonFiniteLossError, UsageError, parse_config_flags, prepare_output_dir, \
     remove_if_empty
 
-__all__ = ["main", "run", "config_diff", "StageCheckpoint", "SUBJECT_STAGES", "DEFAULT_WORKDIR"]
+__all__ = ["main", "run", "config_diff", "check_studies", "StageCheckpoint", "SUBJECT_STAGES", "STUDIES",
+           "DEFAULT_WORKDIR"]
 
 DEFAULT_WORKDIR = "runs/dekag"
 #: Fault injection (tests): ``<stage>:<epoch>`` makes the process SIGKILL itself right after that checkpoint
@@ -54,7 +63,9 @@ DEFAULT_WORKDIR = "runs/dekag"
 KILL_ENV = "DEKAG_JAX_KILL_AFTER_CHECKPOINT"
 _REPO_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "default.py")
 SUBJECT_STAGES = ("scg", "metaword", "lora_db", "lora_makd", "edge", "seg", "tka_noka", "tka_lora", "tka_cala",
-                  "tka_fullft", "received", "fig13")
+                  "tka_fullft", "received", "fig13", "fig12")
+#: Optional study stages (``studies.<name>``): fig8, fig9, fig11 once per run, fig12 per subject.
+STUDIES = ("fig8", "fig9", "fig11", "fig12")
 GKA_METHODS = ("lb", "ti", "db", "makd", "ub")
 METHODS_WITH_IMAGES = ("lb", "ti", "db", "makd")
 
@@ -220,6 +231,11 @@ def _save_images(path: str, images) -> None:
     tmp = path[:-4] + ".tmp.npz"
     np.savez(tmp, images=x)
     os.replace(tmp, path)
+
+
+def _ints(text) -> list[int]:
+    """``"0,5,15"`` -> ``[0, 5, 15]`` (the list fields of ``gka.studies``)."""
+    return [int(x) for x in str(text).split(",") if x.strip()]
 
 
 def _score(s: dict) -> dict:
@@ -422,14 +438,17 @@ class Job:
 
     # ------------------------------------------------------------------ T-KA pieces
 
+    def adapter_kw(self) -> dict:
+        """``tka.make_setup``'s adapter options from ``tka.adapter`` (all but the rank)."""
+        a = self.c.tka.adapter
+        return dict(codec_targets=a.codec_targets, decoder_targets=a.decoder_targets,
+                    fullft_decoder=a.fullft_decoder, cala_phi=a.cala_phi, cala_gate=a.cala_gate)
+
     def setup_for(self, method: str):
         from dekag_jax.ka import tka
 
-        a = self.c.tka.adapter
         return tka.make_setup(method, self.codec, self.codec_params, self.pipe.vae, self.pipe.vae_params,
-                              link=self.link, rank=a.rank, codec_targets=a.codec_targets,
-                              decoder_targets=a.decoder_targets, fullft_decoder=a.fullft_decoder,
-                              cala_phi=a.cala_phi)
+                              link=self.link, rank=self.c.tka.adapter.rank, **self.adapter_kw())
 
     def tka_trained(self, subject: str, method: str, seg: dict | None = None):
         """``(setup, trainable, history)`` of a T-KA method (trained now or restored)."""
@@ -686,6 +705,10 @@ class Job:
         if int(c.fig13.n_images) > 0:
             self.stage(s, "fig13", st_fig13)
 
+        # ------------------------------------------------------------ (6) study: Fig. 12, PSNR and FID vs bpp
+        if self.study_on("fig12"):
+            self.stage(s, "fig12", lambda: self._fig12(s))
+
     def _ldpc_baselines(self, z, edge_images, cond, seed: int):
         """JPEG-LDPC of the edge images and Latent-LDPC of their latents (decoded by the edge VAE) under
         one condition: ``(jpeg uint8 [n, H, W, 3], latent float32 [n, H, W, 3])``. A JPEG that does not fit
@@ -783,6 +806,10 @@ class Job:
             self.run_subject(s)
         if self.c.multi_subject:
             self.stage("_global", "multi_makd", self._multi_subject)
+        # ------------------------------------------------------------ (6) studies: Figs. 8, 9, 11
+        for fig, fn in (("fig8", self._fig8), ("fig9", self._fig9), ("fig11", self._fig11)):
+            if self.study_on(fig):
+                self.stage("_global", fig, fn)
 
         def st_report():
             from dekag_jax import report
@@ -806,8 +833,7 @@ class Job:
 
         if len(self.subjects) < 2 or "makd" not in self.gka_methods:
             return "multi-subject MAKD skipped: needs two or more subjects and MAKD"
-        g = ml_collections.ConfigDict(json.loads(self.c.gka.to_json()))   # the G-KA config run_multi reads
-        g.seed, g.scg = int(self.c.seed), ml_collections.ConfigDict(json.loads(self.c.scg.to_json()))
+        g = self._gka_study_config()
         per = {}
         for s in self.subjects:
             tr = self.trained(s)
@@ -816,6 +842,116 @@ class Job:
         self.rd.metrics["fig7"] = {s: {k: _score(v) for k, v in r.items()} for s, r in res.items()}
         mm = np.mean([r["multi_makd"]["total"]["mean"] for r in res.values()])
         return f"multi-subject MAKD over {len(self.subjects)} subjects: mean DINO+CLIP {mm:.3f}"
+
+    # ================================================================== (6) optional studies
+
+    def study_on(self, fig: str) -> bool:
+        """Whether ``studies.<fig>`` is on (a config without a ``studies`` section runs none)."""
+        st = self.c.get("studies")
+        return bool(st is not None and st.get(fig, False))
+
+    def _gka_study_config(self):
+        """The G-KA config ``ka.gka_studies`` reads (``configs/gka.py``'s layout): this run's ``gka``
+        section with its seed and cloud."""
+        import ml_collections
+
+        g = ml_collections.ConfigDict(json.loads(self.c.gka.to_json()))
+        g.seed, g.scg = int(self.c.seed), ml_collections.ConfigDict(json.loads(self.c.scg.to_json()))
+        return g
+
+    def _study_info(self, fig: str, info: dict) -> None:
+        self.rd.metrics.setdefault("studies_info", {})[fig] = json.loads(json.dumps(info, default=float))
+
+    def _fig8(self) -> str:
+        """Fig. 8: eq. 5 against training depth of the metaword and the LoRA (one run each, scored at
+        ``gka.studies`` depths), with the held-out automatic pick."""
+        from dekag_jax.ka import gka_studies
+
+        st, info = self.c.gka.studies, {}
+        res = gka_studies.depth_study(self.pipe, self.judges, str(st.subject), self._gka_study_config(),
+                                      metaword_epochs=_ints(st.metaword_epochs),
+                                      lora_epochs=_ints(st.lora_epochs), n_heldout=int(st.n_heldout),
+                                      n_images=int(st.n_images), num_steps=int(st.num_steps), info=info,
+                                      log=self.log)
+        self.rd.metrics["fig8"] = res
+        self._study_info("fig8", info)
+        return (f"{st.subject}: depth picked by held-out eq. 5: metaword {res['chosen']['metaword']} epochs, "
+                f"LoRA {res['chosen']['lora']} epochs")
+
+    def _fig9(self) -> str:
+        """Fig. 9: MAKD with rank-r float16 LoRAs against the top rank quantised (``gka.studies`` ranks and
+        bits). The metaword mu* is this run's (its ``metaword`` stage) when the subject is one of the run's
+        subjects, else trained by the study with the same config."""
+        from dekag_jax.ka import gka_studies
+
+        st, info = self.c.gka.studies, {}
+        subject = str(st.subject)
+        mu = self.trained(subject, "metaword").get("mu") if subject in self.subjects else None
+        info["metaword"] = "this run's metaword stage" if mu is not None else "trained by the study"
+        rows = gka_studies.rank_bits_study(self.pipe, self.judges, subject, self._gka_study_config(),
+                                           ranks=_ints(st.ranks), bits=_ints(st.bits),
+                                           mu_star=mu, n_images=int(st.n_images), num_steps=int(st.num_steps),
+                                           info=info, log=self.log)
+        self.rd.metrics["fig9"] = rows
+        self._study_info("fig9", info)
+        best = max((r for r in rows if r["rank"] > 0), key=lambda r: r["total"])
+        return (f"{subject}: {len(rows)} points; best DINO+CLIP {best['total']:.3f} at rank {best['rank']}, "
+                f"{best['bits']} bits ({best['bytes']} bytes)")
+
+    def _fig11(self) -> str:
+        """Fig. 11: LoRA and CALA at each ``fig11.ranks`` and Full-FT, trained ``fig11.epochs`` on the first
+        subject's S_EG (checkpoints in ``DIR/<subject>/ckpt/fig11/``), PSNR over the ``fig11`` grid."""
+        from dekag_jax.ka import tka, tka_studies
+
+        f, s = self.c.fig11, self.subjects[0]
+        seg = self.seg(s)
+        t0 = time.time()
+        rows = tka_studies.fig11_data(
+            self.codec, self.codec_params, self.pipe.vae, self.pipe.vae_params, seg["z_train"], seg["x_train"],
+            seg["z_test"], seg["x_test"], grid=self.grid, eval_grid=tka.grid_from_config(f), weights=self.weights,
+            tcfg={**self.c.tka.train.to_dict(), "epochs": int(f.epochs)}, link=self.link,
+            ranks=tuple(int(r) for r in f.ranks), methods=tuple(m.strip() for m in str(f.methods).split(",") if m.strip()),
+            adapter_kw=self.adapter_kw(), eval_seed=int(self.c.tka.eval.seed), chunk=int(self.c.tka.eval.chunk),
+            ckpt_dir=self.rd.sub(s, "ckpt", "fig11"), codec_source=self.codec_source, subject=s,
+            seed=int(self.c.seed), log=self.log)
+        self.rd.metrics["fig11"] = rows
+        self._study_info("fig11", {"subject": s, "codec": self.codec_name, "epochs": int(f.epochs),
+                                   "seconds": round(time.time() - t0, 1),
+                                   "flops": "XLA cost analysis of the compiled training step (flops_jaxpr: "
+                                            "perf.count_flops, model FLOPs)"})
+        top = max(int(r) for r in f.ranks)
+        psnr = {r["method"]: r["psnr"] for r in rows if r["rank"] == top}
+        ratios = [r["update_ratio"] for r in rows if r["method"] != "fullft"]
+        return (f"{s}: {len(rows)} rows; at rank {top} PSNR " + ", ".join(f"{m} {v:.2f} dB" for m, v in psnr.items())
+                + f"; adapter update / Full-FT {min(ratios):.4f} to {max(ratios):.4f}")
+
+    def _fig12(self, s: str) -> str:
+        """Fig. 12 for subject ``s``: PSNR and FID/KID against bpp per SNR of ``fig12.schemes``' received
+        images over the T-KA grid (the same evaluation as the T-KA stages: same seed, same draws),
+        reference set x = f_LD(z) of the test latents, feature ``fig12.feature``'s judge."""
+        from dekag_jax.ka import tka, tka_studies
+
+        f, seg = self.c.fig12, self.seg(s)
+        schemes = [m.strip() for m in str(f.schemes).split(",") if m.strip()]
+        kw = {"mesh": self.mesh} if self.ndev > 1 else {}
+        evs = {}
+        for m in schemes:
+            setup, trainable, _ = self.tka_trained(s, m, seg)
+            evs[m] = tka.evaluate(setup, trainable, self.tka_frozen, seg["z_test"], seg["x_test"], grid=self.grid,
+                                  seed=int(self.c.tka.eval.seed), chunk=int(self.c.tka.eval.chunk),
+                                  return_images=True, **kw)
+        slope = "cala" if "cala" in schemes else schemes[0]
+        d = tka_studies.fig12_data(evs, seg["x_test"], feature_fn=self.judges[str(f.feature)], slope_scheme=slope,
+                                   kid_subsets=int(f.kid_subsets), seed=int(self.c.seed))
+        m = self.rd.metrics
+        per = {**(m.get("fig12") or {}).get("per_subject", {}), s: {"points": d["points"], "slopes": d["slopes"]}}
+        first = next(x for x in self.subjects if x in per)   # the contract's fig12: the first subject's points
+        m["fig12"] = {**per[first], "slope_scheme": slope, "reference": d["reference"], "subject": first,
+                      "codec": self.codec_name, "feature": str(f.feature), "per_subject": per}
+        sl = d["slopes"]
+        fid = "n/a" if sl["fid_pct_per_db"] is None else f"{sl['fid_pct_per_db']:.1f}%"
+        return (f"{len(d['points'])} points; {slope}: {sl['psnr_db_per_db']:.3f} dB PSNR and {fid} FID per dB of SNR "
+                "(least squares)")
 
 
 def run(config, workdir: str, *, log: Callable[[str], None] = print) -> dict:
@@ -846,9 +982,47 @@ def _parse(argv):
     try:
         sources.check_specs(config)
         tka.grid_from_config(config.tka.conditions)
+        check_studies(config)
     except (ValueError, FileNotFoundError) as e:
         raise UsageError(str(e)) from None
     return fv, config
+
+
+def check_studies(config) -> None:
+    """The settings of the study stages that are on (``studies.<fig>``), one ValueError line each."""
+    st = config.get("studies")
+    if st is None:
+        return
+    methods = [m.strip() for m in str(config.tka.methods).split(",") if m.strip()]
+    if st.get("fig8") or st.get("fig9"):
+        g = config.gka.studies
+        for k in ("metaword_epochs", "lora_epochs", "ranks", "bits"):
+            try:
+                vals = _ints(g[k])
+            except ValueError:
+                raise ValueError(f"gka.studies.{k}={g[k]!r}: expected comma-separated integers") from None
+            if not vals or min(vals) < 0:
+                raise ValueError(f"gka.studies.{k}={g[k]!r}: expected non-negative integers")
+    if st.get("fig11"):
+        from dekag_jax.ka import tka
+
+        f = config.fig11
+        tka.grid_from_config(f)
+        bad = [m for m in str(f.methods).split(",") if m.strip() not in ("lora", "cala")]
+        if bad or not str(f.methods).strip():
+            raise ValueError(f"fig11.methods={f.methods!r}: expected a comma list of lora, cala")
+        if not len(f.ranks) or min(int(r) for r in f.ranks) < 1 or int(f.epochs) < 1:
+            raise ValueError(f"fig11: ranks {tuple(f.ranks)} and epochs {f.epochs} must be >= 1")
+    if st.get("fig12"):
+        f = config.fig12
+        schemes = [m.strip() for m in str(f.schemes).split(",") if m.strip()]
+        bad = [m for m in schemes if m not in methods]
+        if bad or not schemes:
+            raise ValueError(f"fig12.schemes={f.schemes!r}: each must be one of tka.methods ({', '.join(methods)})")
+        if f.feature not in ("dino", "clip"):
+            raise ValueError(f"fig12.feature={f.feature!r}: expected dino or clip")
+        if len(set(config.tka.conditions.snrs_db)) < 2:
+            raise ValueError("fig12 fits slopes against SNR: tka.conditions.snrs_db needs two or more values")
 
 
 def check_config(workdir: str, config) -> None:

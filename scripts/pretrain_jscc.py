@@ -82,9 +82,8 @@ def _validate(cfg):
         link = LinkConfig(qam_order=cfg.link.qam_order, quantizer=cfg.link.quantizer,
                           temperature=cfg.link.temperature, channel=cfg.link.channel,
                           ofdm=OFDMConfig(equalizer=cfg.link.equalizer))
-        grid = ConditionGrid(rates=tuple(r.strip() for r in cfg.conditions.rates.split(",")),
-                             snrs_db=tuple(cfg.conditions.snrs_db),
-                             delay_spreads_s=tuple(w * 1e-9 for w in cfg.conditions.delay_spreads_ns))
+        grid = ConditionGrid.from_config(cfg.conditions.rates, cfg.conditions.snrs_db,
+                                         cfg.conditions.delay_spreads_ns)
         grid.omega_indices(link)
         weights = LossWeights(latent=cfg.loss.latent, image=cfg.loss.image, perceptual=cfg.loss.perceptual,
                               constellation=cfg.loss.constellation)
@@ -100,6 +99,8 @@ def _validate(cfg):
         raise UsageError(f"kind={cfg.kind!r}; expected 'jscc', 'rc' or 'vjmae'")
     if cfg.kind != "jscc" and not 0.0 <= cfg.adaptive.mae_random_prob <= 1.0:
         raise UsageError(f"adaptive.mae_random_prob={cfg.adaptive.mae_random_prob} must be in [0, 1]")
+    if cfg.kind == "rc" and not 0.0 <= cfg.adaptive.explore_prob < 1.0:
+        raise UsageError(f"adaptive.explore_prob={cfg.adaptive.explore_prob} must be in [0, 1)")
     if cfg.kind != "jscc" and not 0 < cfg.adaptive.temperature_end <= cfg.adaptive.temperature_start:
         raise UsageError("adaptive: need 0 < temperature_end <= temperature_start")
     if cfg.loss.perceptual_network not in ("edge_vae_encoder", "none"):
@@ -263,7 +264,8 @@ def main(argv):
     else:
         adaptive_step = make_adaptive_train_step(codec, pipe.vae, opt, link=link, weights=weights, grid=grid,
                                                  features=features, rate_weight=cfg.adaptive.rate_weight,
-                                                 mae_random_prob=cfg.adaptive.mae_random_prob)
+                                                 mae_random_prob=cfg.adaptive.mae_random_prob,
+                                                 explore_prob=cfg.adaptive.explore_prob if cfg.kind == "rc" else 0.0)
 
         def step_fn(state, aux, zb, xb, key):
             temp = temperature_at(state["step"], cfg.steps, cfg.adaptive.temperature_start,

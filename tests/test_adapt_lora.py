@@ -376,3 +376,88 @@ def test_cala_shards_over_a_data_mesh():
                PYTHONPATH=os.pathsep.join([here, os.path.dirname(here), os.environ.get("PYTHONPATH", "")]))
     r = subprocess.run([sys.executable, "-c", _SHARD_SCRIPT], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and "OK" in r.stdout, r.stderr[-3000:]
+
+
+# ----------------------------------------------------------------------------- CALA gate forms
+
+
+def _form_setup(form):
+    """A root-level Dense and Conv (fast: no model compile), specs carrying the gate form."""
+    import dataclasses
+
+    import flax.linen as nn
+    out = []
+    for m, x in [(nn.Conv(6, (3, 3), padding="SAME"), jnp.linspace(-1, 1, 2 * 5 * 5 * 3).reshape(2, 5, 5, 3)),
+                 (nn.Dense(5), jnp.linspace(-1, 1, 8).reshape(2, 4))]:
+        params = m.init(jax.random.key(0), x)["params"]
+        _, specs = lora.init(jax.random.key(1), params, [("kernel", 4)])
+        specs = {p: dataclasses.replace(s, gate=form) for p, s in specs.items()}
+        adapters, _ = lora.init(jax.random.key(1), params, specs, gates=True)
+        out.append((m, x, params, _randomise_b(adapters), specs))
+    return out
+
+
+def _randomise_b(adapters, seed=3):
+    rng = np.random.default_rng(seed)
+    return {p: {**ad, "lora_B": jnp.asarray(0.2 * rng.standard_normal(ad["lora_B"].shape), jnp.float32)}
+            for p, ad in adapters.items()}
+
+
+_PHIS = jnp.array([[1 / 3, 0.0, 0.0], [1.0, 1.0, 1.0]])
+
+
+@pytest.mark.parametrize("form", cala.GATE_FORMS)
+def test_cala_gate_form_starts_as_lora_and_mixes_per_sample(form):
+    """Every gate form: g(phi) == 1 exactly at init (output bit-identical to plain LoRA), a batch
+    mixing conditions equals each sample alone (random gates), and gradients reach the gates."""
+    for j, (m, x, params, adapters, specs) in enumerate(_form_setup(form)):
+        plain = {p: {k: v for k, v in ad.items() if not cala.is_gate_key(k)} for p, ad in adapters.items()}
+        for ad in adapters.values():
+            np.testing.assert_array_equal(cala.gate_values(ad, _PHIS, form), 1.0)
+        y = lora.apply(m, params, plain, specs, x)
+        np.testing.assert_array_equal(lora.apply(m, params, adapters, specs, x, phi=_PHIS), y)
+        if j == 0:   # the conv: identity only (the rest is the same gate code; the Dense is cheaper)
+            continue
+        # gradients reach the output layer at init (B != 0) ...
+        w = jnp.cos(jnp.arange(y.size)).reshape(y.shape)
+        loss = lambda a: jnp.sum(w * lora.apply(m, params, a, specs, x, phi=_PHIS))  # noqa: E731
+        grads = jax.grad(loss)(adapters)
+        for ad in grads.values():
+            for k in cala.GATE_KEYS:
+                assert np.max(np.abs(np.asarray(ad[k]))) > 0, (form, k)
+        # ... random gates: per-sample gates == each sample alone, and the condition matters
+        rng = np.random.default_rng(5)
+        rand = {p: {k: (jnp.asarray(rng.standard_normal(v.shape), jnp.float32) if cala.is_gate_key(k) else v)
+                    for k, v in ad.items()} for p, ad in adapters.items()}
+        if form == "mlp":   # and once the output layer moved, to the hidden layer too
+            for ad in jax.grad(loss)(rand).values():
+                assert np.max(np.abs(np.asarray(ad["gate_hidden_kernel"]))) > 0
+        mixed = lora.apply(m, params, rand, specs, x, phi=_PHIS)
+        for i in range(2):
+            alone = lora.apply(m, params, rand, specs, x[i:i + 1], phi=_PHIS[i])
+            _close(mixed[i:i + 1], alone)
+        swapped = lora.apply(m, params, rand, specs, x, phi=_PHIS[::-1])
+        assert np.max(np.abs(np.asarray(swapped) - np.asarray(mixed))) > 1e-4
+
+
+def test_cala_gate_forms_counts_and_mismatch():
+    counts = {f: cala.gate_param_count(16, form=f) for f in cala.GATE_FORMS}
+    assert counts == {"sigmoid2": 64, "linear": 64, "softmax": 64, "mlp": 4 * 8 + 8 * 16 + 16, "fourier": 15 * 16 + 16}
+    from dekag_jax.adapt import accounting
+    for form in cala.GATE_FORMS:
+        for m, x, params, adapters, specs in _form_setup(form):
+            assert accounting.count_specs(params, specs, gates=True) == accounting.adapter_count(adapters)
+            assert accounting.spec_bytes(params, specs, gates=True) == 2 * accounting.adapter_count(adapters)
+    mlp = cala.init_gate(4, form="mlp", key=jax.random.key(0))
+    with pytest.raises(ValueError, match="trained with another gate form"):
+        cala.gate_values(mlp, _PHIS, "sigmoid2")
+    with pytest.raises(ValueError, match="unknown CALA gate form"):
+        cala.gate_values(cala.init_gate(4), _PHIS, "relu")
+    with pytest.raises(ValueError, match="unknown CALA gate form"):
+        lora.LoraSpec("kernel", "dense", 4, 4.0, "relu")
+    # softmax keeps the total weight R for any logits; linear is unbounded
+    rng = np.random.default_rng(0)
+    g = {"gate_kernel": jnp.asarray(rng.standard_normal((3, 12)), jnp.float32),
+         "gate_bias": jnp.asarray(rng.standard_normal(12), jnp.float32)}
+    np.testing.assert_allclose(np.sum(cala.gate_values(g, _PHIS, "softmax"), -1), 12.0, rtol=1e-5)
+    assert float(np.min(cala.gate_values({k: 5 * v for k, v in g.items()}, _PHIS, "linear"))) < 0

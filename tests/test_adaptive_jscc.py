@@ -155,6 +155,26 @@ def test_gradients_reach_the_policy_from_distortion_and_rate(models):
     assert norm(g["policy"]) == 0 and norm(g["latent_reconstructor"]) > 0
 
 
+def test_exploration_forces_the_rate_and_cuts_the_policy_gradient(models):
+    """RC-JSCC training's exploration (ka/adaptive.py): explored samples are sent at the given n,
+    the others at the policy's choice; with every sample explored no gradient reaches the policy."""
+    codec, params = models["rc"]
+    z = models["z"]
+
+    def run(p, explore):
+        t, info = transmit_adaptive(codec, p, z, jax.random.key(5), rate_units=6, snr_db=jnp.full((6,), 10.0),
+                                    omega_index=0, mode="free", policy_key=jax.random.key(6), temperature=1.0,
+                                    explore_units=explore)
+        return jnp.mean((t.z_check - z) ** 2) + jnp.mean(info.rate_cost), info.units
+
+    free = np.asarray(run(params, jnp.zeros((6,), jnp.int32))[1])
+    ex = jnp.asarray([2, 0, 6, 0, 3, 0], jnp.int32)
+    units = np.asarray(run(params, ex)[1])
+    np.testing.assert_array_equal(units, np.where(np.asarray(ex) > 0, np.asarray(ex), free))
+    g = jax.grad(lambda p: run(p, jnp.asarray([2, 3, 4, 5, 6, 2], jnp.int32))[0])(params)
+    assert float(sum(jnp.abs(v).sum() for v in jax.tree_util.tree_leaves(g["policy"]))) == 0
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["rc", "vj"])
 def test_pretraining_step_lowers_the_loss(models, images, name):

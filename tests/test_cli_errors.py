@@ -55,7 +55,7 @@ def test_bad_arguments_one_line_exit_2(tmp_path, capsys, images, monkeypatch):
         ("sweep", ["--config", SMOKE, "--out", out, "--config.taus=1/64,7/64"], "tau='7/64'"),
         ("sweep", ["--config", SMOKE, "--out", out, "--config.delay_spreads_ns=(30.,-300.)"], "omega=-300 ns"),
         ("sweep", ["--config", SMOKE, "--out", out, "--config.delay_spreads_ns=(3e-6,)"],
-         "did you mean 3e-06 s = 3000 ns"),
+         "did you mean 3e-06s = 3000ns?"),
         ("sweep", ["--config", SMOKE, "--out", out, "--nonsense=1"], "nonsense"),
         ("sweep", ["--config", SMOKE, "--out", str(afile / "out")], "cannot be written"),
         ("baselines", base + ["--delay-spread", "3000", "--rate", "2/64"], "did you mean 3000ns?"),

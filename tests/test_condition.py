@@ -73,6 +73,33 @@ def test_phi_eu_grid_is_the_papers():
     np.testing.assert_allclose(a[-1], [6 / 64, 20.0, 3e-6], rtol=1e-6)
 
 
+def test_condition_grid_one_place_for_values_and_validation():
+    from dekag_jax.channel.condition import ConditionGrid, delay_spread_unit_hint
+    from dekag_jax.ka import codec_training
+    from dekag_jax.ka.transmission import LinkConfig, sample_conditions
+
+    g = ConditionGrid()  # Phi_EU
+    assert g.conditions() == phi_eu_grid() and g.rate_units() == (2, 3, 4, 5, 6) and g.taus == PHI_EU_TAUS
+    g = ConditionGrid.from_config("6/64, 2/64", ("10dB", -3), (3000, 30.0))  # order kept, units parsed
+    assert g.rates == (Fraction(6, 64), Fraction(2, 64)) and g.snrs_db == (10.0, -3.0)
+    assert g.delay_spreads_s == (3000e-9, 30e-9)
+    for kw, msg in ((dict(rates=("7/64",)), "7/64"), (dict(snrs_db=(1e4,)), "linear ratio"),
+                    (dict(delay_spreads_s=(3000.0,)), "did you mean 3000ns"), (dict(rates=()), "non-empty"),
+                    (dict(rates="2/64"), "sequence")):
+        with pytest.raises(ConditionError, match=msg):
+            ConditionGrid(**kw)
+    assert delay_spread_unit_hint(3e-6, "ns") == "did you mean 3e-06s = 3000ns?"
+    # the codec trainer's grid is this one (plus link indices): the same static values in the same
+    # order reach the sampler, so a seed gives the draws it gave before the grids were merged
+    cg = codec_training.ConditionGrid(rates=("2/64", "4/64", "6/64"), snrs_db=(5.0, 15.0),
+                                      delay_spreads_s=(300e-9, 3000e-9))
+    assert isinstance(cg, ConditionGrid) and cg.omega_indices(LinkConfig()) == (1, 2)
+    got = sample_conditions(jax.random.key(3), 16, cg.rate_units(), cg.snrs_db, cg.omega_indices(LinkConfig()))
+    want = sample_conditions(jax.random.key(3), 16, (2, 4, 6), (5.0, 15.0), (1, 2))
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_off_grid_delay_spread_raises_instead_of_nan():
     cfg = ofdm.OFDMConfig()  # grid 30, 300, 3000 ns
     s = qam.bits_to_symbols(np.random.default_rng(0).integers(0, 2, (2, 6 * 64)), 64)

@@ -118,7 +118,7 @@ def test_bad_snr_and_delay_spread_are_clear():
         check_snr_db(1e4)
     with pytest.raises(ValueError, match="not a number of dB"):
         check_snr_db("loud")
-    with pytest.raises(ValueError, match="did you mean 3000 ns"):
+    with pytest.raises(ValueError, match="did you mean 3000ns"):
         delay_spread_index(3000.0)
     with pytest.raises(ValueError, match="not on the cached factor grid"):
         delay_spread_index(100e-9)

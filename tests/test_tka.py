@@ -188,6 +188,27 @@ def test_checkpoint_and_counts(models, tmp_path):
     assert c["update_fp16_bytes"] == 2 * c["update_params"]
     f = tka.adapter_counts(_setup("fullft", models), cp, vp)
     assert f["ratio"] == 1.0 and tka.adapter_counts(_setup("noka", models), cp, vp)["update_params"] == 0
+    # the gate form travels with the checkpoint: counts per form, a mismatch is one clear error
+    from dekag_jax.adapt import cala
+    codec, _, vae, _, _, _ = models
+    for form in ("mlp", "linear"):
+        sf = tka.make_setup("cala", codec, cp, vae, vp, rank=RANK, cala_gate=form)
+        trf = tka.init_method(sf, jax.random.key(5), cp, vp)
+        cf = tka.adapter_counts(sf, cp, vp)
+        assert cf["gate_params"] == sum(cala.gate_param_count(sp.rank, form=form)
+                                        for sp in (*sf.codec_specs.values(), *sf.dec_specs.values()))
+        assert cf["update_params"] == sum(int(np.prod(v.shape)) for v in jax.tree_util.tree_leaves(trf))
+        pf = str(tmp_path / f"cala_{form}.safetensors")
+        tka.save_checkpoint(pf, sf, trf)
+        assert tka.load_checkpoint(pf, sf)[0] == "cala"
+        with pytest.raises(ValueError, match=f"trained in form '{form}'.*'sigmoid2'"):
+            tka.load_checkpoint(pf, s)
+    with pytest.raises(ValueError, match="trained in form 'sigmoid2'.*'linear'"):
+        tka.load_checkpoint(path, sf)
+    with pytest.raises(ValueError, match="a 'cala' checkpoint, the setup is 'lora'"):
+        tka.load_checkpoint(path, _setup("lora", models))
+    with pytest.raises(ValueError, match="unknown CALA gate form"):
+        tka.make_setup("cala", codec, cp, vae, vp, rank=RANK, cala_gate="relu")
 
 
 def test_cli_refuses_bad_config(tmp_path):

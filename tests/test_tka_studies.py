@@ -121,6 +121,38 @@ def test_fig12_points_from_an_evaluation(tiny):
     assert set(d["slopes"]) >= {"psnr_db_per_db", "fid_pct_per_db"}
 
 
+def test_received_subset_is_the_main_jobs_draw():
+    grid = ((2, 3, 4, 5, 6), (0.0, 5.0, 10.0, 15.0, 20.0), (30e-9, 300e-9, 3000e-9))
+    conds = [(u, s, w) for u in grid[0] for s in grid[1] for w in grid[2]]
+    got = ts.received_subset(grid, 5, 1234)
+    # dekag_jax.train's draw: default_rng(eval.seed).choice(C, K, replace=False), sorted
+    want = [conds[i] for i in sorted(np.random.default_rng(1234).choice(75, 5, replace=False).tolist())]
+    assert got == want and len(set(got)) == 5
+    assert ts.received_subset(grid, 0, 1234) == conds and ts.received_subset(grid, 99, 1) == conds
+
+
+def test_fig10_eq5_on_a_subset_and_a_rerun_reuses_the_cells(tiny, tmp_path):
+    """No-KA cells (no training): eq. 5 on K = 2 of 4 conditions; the second call reads every cell back
+    from its entry file (no evaluation) with the same numbers; other test latents re-evaluate."""
+    codec, cp, vae, vp, z, x = tiny
+    cloud = (np.random.default_rng(0).random((2, 8, 8, 3)) * 255).astype(np.uint8)
+    data = {"s": {"z_train": z, "x_train": x, "z_test": z, "x_test": x, "cloud_test": cloud}}
+    rx = ts.received_subset(GRID, 2, 0)
+    kw = dict(methods=("noka",), vae=vae, vae_params=vp, grid=GRID, weights=LIGHT, tcfg={"epochs": 1, "batch": 2,
+              "lr": 1e-3}, link=LinkConfig(), feature_fns={"dino": _feat_a, "clip": _feat_b}, chunk=8,
+              ckpt_dir=str(tmp_path), received_conditions=rx)
+    out, _ = ts.fig10_data({"c": (codec, cp, "src@1")}, data, **kw)
+    e = out["c"]["s"]["noka"]
+    assert e["received_conditions"] == 2 and e["scores"]["dino"]["n_pairs"] == 2 * len(z) * len(cloud)
+    assert e["n_conditions"] == 4 and "evaluation_reused" not in e      # PSNR over the whole grid
+    again, _ = ts.fig10_data({"c": (codec, cp, "src@1")}, data, **kw)
+    a = again["c"]["s"]["noka"]
+    assert a["evaluation_reused"] and a["psnr"] == e["psnr"] and a["dino"] == e["dino"]
+    other = {"s": {**data["s"], "z_test": z[:2], "x_test": x[:2]}}
+    b = ts.fig10_data({"c": (codec, cp, "src@1")}, other, **kw)[0]["c"]["s"]["noka"]
+    assert "evaluation_reused" not in b and b["scores"]["dino"]["n_pairs"] == 2 * 2 * len(cloud)
+
+
 @pytest.mark.slow   # the codec's evaluation and the LDPC decoder compile (about 25 s of CPU here)
 def test_fig13_two_images_one_condition_schema():
     from dekag_jax.ka.codec_io import load_codec

@@ -58,7 +58,7 @@ def count_specs(params: Mapping[str, Any], specs: Mapping[str, LoraSpec], *, gat
     for path, s in specs.items():
         n += sum(math.prod(v) for v in adapter_shapes(flat[path].shape, s.rank).values())
         if gates:
-            n += cala.gate_param_count(s.rank)
+            n += cala.gate_param_count(s.rank, form=s.gate)
     return n
 
 
@@ -76,7 +76,7 @@ def spec_bytes(params: Mapping[str, Any], specs: Mapping[str, LoraSpec], bits: i
     for path, s in specs.items():
         shapes = list(adapter_shapes(flat[path].shape, s.rank).values())
         if gates:
-            shapes += [(cala.D_PHI, s.rank), (s.rank,)]
+            shapes += list(cala.gate_shapes(s.rank, s.gate).values())
         for shp in shapes:
             total += 2 * math.prod(shp) if bits is None else matrix_bytes(shp, bits)
     return total

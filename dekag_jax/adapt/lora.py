@@ -5,13 +5,15 @@ Data contract (shared with ``dekag_jax.weights.adapters``, the file import/expor
 * **Base params**: a model's params tree, ``{"params": {...}}`` or the inner dict. A path is the
   "/"-joined key path inside ``params`` (``down_blocks.0/attentions.0/transformer_blocks.0/attn1/to_q/kernel``).
 * **Adapter params** (what trains and what is exported): ``{path_of_base_kernel: {"lora_A": A,
-  "lora_B": B}}``, for CALA plus ``"gate_kernel" [3, R]``, ``"gate_bias" [R]``. Layouts (Flax):
+  "lora_B": B}}``, for CALA plus the gate's leaves (``gate_*``; default form ``"gate_kernel" [3, R]``,
+  ``"gate_bias" [R]``, other forms in ``dekag_jax.adapt.cala``). Layouts (Flax):
     Dense kernel ``[in, out]``: ``lora_A [in, r]``, ``lora_B [r, out]``; ``y += (alpha/r)·x A B``.
     Conv kernel ``[kh, kw, in, out]``: ``lora_A [kh, kw, in, r]`` (a conv with the base kernel's
     size, strides, padding and dilation, to r channels), ``lora_B [1, 1, r, out]`` (a 1x1 conv).
   B is zero-initialised, A as PEFT's ``reset_lora_parameters`` (``kaiming_uniform_(a=sqrt(5))``,
   i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = in·kh·kw).
-* **Spec** (static, not a pytree leaf): ``{path: LoraSpec(path, kind, rank, alpha)}``.
+* **Spec** (static, not a pytree leaf): ``{path: LoraSpec(path, kind, rank, alpha, gate)}``; ``gate``
+  is CALA's gate form (``cala.GATE_FORMS``, default ``"sigmoid2"``), unused by plain LoRA adapters.
 
 Two ways to apply, both pure functions of (base params, adapter params[, phi]) that jit, vmap and
 shard:
@@ -52,17 +54,19 @@ __all__ = ["LoraSpec", "make_specs", "init", "delta", "merge", "unmerge", "apply
 
 @dataclasses.dataclass(frozen=True)
 class LoraSpec:
-    """Static description of one adapted kernel: its path, ``kind`` ("dense" or "conv"), rank
-    and alpha (scale = alpha / rank)."""
+    """Static description of one adapted kernel: its path, ``kind`` ("dense" or "conv"), rank,
+    alpha (scale = alpha / rank) and, for CALA adapters, the gate form (``cala.GATE_FORMS``)."""
 
     path: str
     kind: str
     rank: int
     alpha: float
+    gate: str = cala.DEFAULT_GATE
 
     def __post_init__(self):
         if self.kind not in ("dense", "conv"):
             raise ValueError(f"LoraSpec {self.path!r}: kind must be 'dense' or 'conv', got {self.kind!r}")
+        cala.check_form(self.gate)
 
     @property
     def scale(self) -> float:
@@ -147,7 +151,7 @@ def init(key: jax.Array, params: Mapping[str, Any], rules: Sequence[Rule | tuple
     kaiming_uniform with a = sqrt(5)), B = 0, so the adapted model starts equal to the base.
 
     rules: LoRA rules (see ``make_specs``) or an existing ``{path: LoraSpec}``. ``gates=True`` adds
-    CALA's gate (``cala.init_gate``: g = 1 at init) to every adapter.
+    CALA's gate of each spec's form (``cala.init_gate``: g = 1 at init) to every adapter.
     """
     specs = dict(rules) if isinstance(rules, Mapping) else make_specs(params, rules)
     flat = tree_paths(params)
@@ -161,12 +165,14 @@ def init(key: jax.Array, params: Mapping[str, Any], rules: Sequence[Rule | tuple
         a = jax.random.uniform(_path_key(key, path), shapes["lora_A"], jnp.float32, -bound, bound).astype(dtype)
         ad = {"lora_A": a, "lora_B": jnp.zeros(shapes["lora_B"], dtype)}
         if gates:
-            ad.update(cala.init_gate(spec.rank, dtype))
+            # the mlp form's random hidden layer: its own stream, independent of A's
+            ad.update(cala.init_gate(spec.rank, dtype, form=spec.gate,
+                                     key=jax.random.fold_in(_path_key(key, path), 1)))
         adapters[path] = ad
     return adapters, specs
 
 
-def _gate(adapter: Mapping[str, jax.Array], phi: jax.Array | None) -> jax.Array | None:
+def _gate(adapter: Mapping[str, jax.Array], phi: jax.Array | None, form: str = cala.DEFAULT_GATE) -> jax.Array | None:
     """g(phi) for a CALA adapter, None for plain LoRA. A CALA adapter needs phi."""
     has_gate = "gate_kernel" in adapter
     if not has_gate:
@@ -174,7 +180,7 @@ def _gate(adapter: Mapping[str, jax.Array], phi: jax.Array | None) -> jax.Array 
     if phi is None:
         raise ValueError("a CALA adapter (with gate_kernel) needs phi (normalised condition, [..., 3]); "
                          "see dekag_jax.adapt.cala.normalise_phi")
-    return cala.gate_values(adapter, phi)
+    return cala.gate_values(adapter, phi, form)
 
 
 def delta(adapter: Mapping[str, jax.Array], spec: LoraSpec, phi: jax.Array | None = None) -> jax.Array:
@@ -185,7 +191,7 @@ def delta(adapter: Mapping[str, jax.Array], spec: LoraSpec, phi: jax.Array | Non
     """
     a = adapter["lora_A"].astype(jnp.float32)
     b = adapter["lora_B"].astype(jnp.float32)
-    g = _gate(adapter, phi)
+    g = _gate(adapter, phi, spec.gate)
     if g is not None:
         if g.ndim != 1:
             raise ValueError(f"merging a CALA adapter needs one condition phi [3], got g of shape {g.shape}")
@@ -277,7 +283,7 @@ def _lora_out(module: nn.Module, x: jax.Array, y: jax.Array, adapter, spec: Lora
         with _suspended():
             h = down.apply({"params": {"kernel": a}}, x)
         b = b[0, 0]
-    g = _gate(adapter, phi)
+    g = _gate(adapter, phi, spec.gate)
     if g is not None:
         h = h * _broadcast_gate(g, h, spec.path).astype(dt)
     return y + jnp.asarray(spec.scale, dt) * (h @ b)

@@ -21,12 +21,15 @@ Parsing with explicit units (command lines, configs): :func:`parse_rate` (``"2/6
 (``"3000ns"``, ``"3us"``, ``"3µs"``, ``"3e-6s"``, a bare number is seconds) and
 :meth:`Condition.parse` (``"2/64,10dB,3000ns"``). Bad input raises :class:`ConditionError` (a
 ``ValueError``) with one line naming the value, with a hint where the number looks like it was
-meant in another unit (``3000`` seconds -> "did you mean 3000ns?").
+meant in another unit (``3000`` seconds -> "did you mean 3000ns?"); :func:`delay_spread_unit_hint`
+words that hint for every module that checks delay spreads (one wording).
 
 The grid Phi_EU of the paper (Sec. VI-A2, T-KA): tau in {2..6}/64 ("ensuring an integer number
 of cut-off channels"), gamma in {0, 5, ..., 20} dB, omega in {30, 300, 3000} ns:
 :data:`PHI_EU_TAUS`, :data:`PHI_EU_SNRS_DB`, :data:`PHI_EU_DELAY_SPREADS_S` and
-:func:`phi_eu_grid` (75 conditions, tau-major).
+:func:`phi_eu_grid` (75 conditions, tau-major). :class:`ConditionGrid` holds such a grid as three
+validated value lists: the one place for the rates, SNRs and delay spreads that training samples
+from (``ka.codec_training``, ``ka.tka``) and that grids list.
 """
 from __future__ import annotations
 
@@ -43,7 +46,8 @@ import numpy as np
 __all__ = [
     "RATES", "MAX_DELAY_SPREAD_S", "PHI_EU_TAUS", "PHI_EU_SNRS_DB", "PHI_EU_DELAY_SPREADS_S",
     "ConditionError", "Condition", "ConditionLike", "check_rate", "as_condition", "phi_eu_grid",
-    "phi_array", "parse_rate", "parse_snr_db", "parse_delay_spread", "ns_to_s",
+    "phi_array", "parse_rate", "parse_snr_db", "parse_delay_spread", "ns_to_s", "SNR_DB_RANGE",
+    "ConditionGrid", "delay_spread_unit_hint",
 ]
 
 #: Rates of the paper (Sec. V-B): tau in {1/64, ..., 6/64} symbols per pixel.
@@ -54,6 +58,9 @@ MAX_DELAY_SPREAD_S = 1e-4
 PHI_EU_TAUS = tuple(Fraction(i, 64) for i in range(2, 7))
 PHI_EU_SNRS_DB = (0.0, 5.0, 10.0, 15.0, 20.0)
 PHI_EU_DELAY_SPREADS_S = (30e-9, 300e-9, 3000e-9)
+#: Plausible gamma (dB) for training grids and the link's host checks: beyond it a value is a unit
+#: mistake (a linear SNR, or Hz). A single ``Condition`` takes any finite gamma.
+SNR_DB_RANGE = (-50.0, 200.0)
 
 
 class ConditionError(ValueError):
@@ -131,6 +138,19 @@ def ns_to_s(x) -> float:
 _DELAY_RE = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?)\s*([a-zµμ]*)\s*$", re.IGNORECASE)
 
 
+def delay_spread_unit_hint(value: float, unit: str = "s") -> str:
+    """The one hint for a delay spread number written in the wrong unit: ``value`` as given, read
+    in ``unit``. ``"s"``: a number of nanoseconds given as seconds (``3000`` -> ``"did you mean
+    3000ns?"``); ``"ns"``: a number of seconds in a nanosecond field (``3e-06`` -> ``"did you mean
+    3e-06s = 3000ns?"``). Callers decide when a value is implausible; this only words the hint."""
+    if unit == "s":
+        return f"did you mean {_fmt_num(value)}ns?"
+    if unit == "ns":
+        ns = float(Decimal(repr(float(value))) * Decimal("1e9"))  # decimal: 3e-06 s is 3000 ns, not 3000.0000000000005
+        return f"did you mean {_fmt_num(value)}s = {_fmt_num(ns)}ns?"
+    raise ValueError(f"delay_spread_unit_hint: unit={unit!r}; expected 's' or 'ns'")
+
+
 def _check_delay_spread(w: float, shown) -> float:
     if not math.isfinite(w):
         raise ConditionError(f"delay spread {shown} must be finite")
@@ -138,7 +158,7 @@ def _check_delay_spread(w: float, shown) -> float:
         raise ConditionError(f"delay spread {shown} must be > 0 (omega is an rms delay spread)")
     if w > MAX_DELAY_SPREAD_S:
         raise ConditionError(f"delay spread {shown} is implausible (more than "
-                             f"{MAX_DELAY_SPREAD_S * 1e6:g} us); did you mean {_fmt_num(w)}ns?")
+                             f"{MAX_DELAY_SPREAD_S * 1e6:g} us); {delay_spread_unit_hint(w)}")
     return w
 
 
@@ -246,10 +266,73 @@ def as_condition(phi: ConditionLike) -> Condition:
     raise ConditionError(f"expected a Condition or (tau, snr_db, delay_spread_s), got {phi!r}")
 
 
+@dataclasses.dataclass(frozen=True)
+class ConditionGrid:
+    """A set of conditions as three value lists: tau, gamma and omega, each drawn uniformly and
+    independently when sampled (the distribution Phi of eq. 4 pretraining and of eq. 7 / eq. 10,
+    drawn per sample inside a jitted step by ``ka.transmission.sample_conditions``), or listed as
+    their Cartesian product (:meth:`conditions`; Phi_EU is the default grid).
+
+    * ``rates``: tau values (``Fraction``, ``"2/64"``, or a float within 1e-9 of i/64), each in
+      :data:`RATES` -> ``tuple[Fraction, ...]``; ``taus`` is the paper's name for it.
+    * ``snrs_db``: gamma in dB (numbers or ``"10dB"``), finite and within :data:`SNR_DB_RANGE`
+      (a training grid outside it is a unit mistake) -> ``tuple[float, ...]``.
+    * ``delay_spreads_s``: omega in seconds (numbers or ``"300ns"``), > 0 and <= 100 us ->
+      ``tuple[float, ...]``.
+
+    All three must be non-empty. Order (and repeats) are kept as given: draws index into these
+    tuples, so the same grid and key give the same conditions. Frozen and hashable (a jit static
+    argument). Bad values raise :class:`ConditionError` with one line.
+    """
+    rates: tuple = PHI_EU_TAUS
+    snrs_db: tuple = PHI_EU_SNRS_DB
+    delay_spreads_s: tuple = PHI_EU_DELAY_SPREADS_S
+
+    def __post_init__(self):
+        name = type(self).__name__
+        for field in ("rates", "snrs_db", "delay_spreads_s"):
+            v = getattr(self, field)
+            if isinstance(v, (str, bytes)) or not isinstance(v, Iterable):
+                raise ConditionError(f"{name}: {field}={v!r} must be a sequence of values")
+        if not self.rates or not self.snrs_db or not self.delay_spreads_s:
+            raise ConditionError(f"{name}: rates, snrs_db and delay_spreads_s must all be non-empty")
+        lo, hi = SNR_DB_RANGE
+        snrs = tuple(parse_snr_db(g) for g in self.snrs_db)
+        for g in snrs:
+            if not lo <= g <= hi:
+                raise ConditionError(f"SNR {g:g} dB is outside [{lo:g}, {hi:g}] dB (is it a linear ratio?)")
+        object.__setattr__(self, "rates", tuple(check_rate(t) for t in self.rates))
+        object.__setattr__(self, "snrs_db", snrs)
+        object.__setattr__(self, "delay_spreads_s", tuple(parse_delay_spread(w) for w in self.delay_spreads_s))
+
+    @property
+    def taus(self) -> tuple:
+        """tau values (the paper's name; ``rates`` is the field)."""
+        return self.rates
+
+    def rate_units(self) -> tuple:
+        """n = 64 tau of each rate, in order (``int``)."""
+        return tuple(int(t * 64) for t in self.rates)
+
+    def conditions(self) -> list[Condition]:
+        """The Cartesian product as :class:`Condition`s, tau-major (then gamma, then omega)."""
+        return [Condition(t, g, w) for t, g, w in itertools.product(self.rates, self.snrs_db, self.delay_spreads_s)]
+
+    @classmethod
+    def from_config(cls, rates, snrs_db, delay_spreads_ns) -> "ConditionGrid":
+        """From a config's fields: ``rates`` a comma-separated string (``"2/64,4/64"``) or a
+        sequence, ``snrs_db`` numbers, ``delay_spreads_ns`` numbers of NANOSECONDS."""
+        if isinstance(rates, str):
+            rates = [r.strip() for r in rates.split(",") if r.strip()]
+        return cls(rates=tuple(rates), snrs_db=tuple(snrs_db),
+                   delay_spreads_s=tuple(ns_to_s(w) for w in delay_spreads_ns))
+
+
 def phi_eu_grid(taus: Iterable = PHI_EU_TAUS, snrs_db: Iterable = PHI_EU_SNRS_DB,
                 delay_spreads_s: Iterable = PHI_EU_DELAY_SPREADS_S) -> list[Condition]:
-    """The Cartesian grid of conditions (default: the paper's Phi_EU, 5 x 5 x 3 = 75), tau-major."""
-    return [Condition(t, g, w) for t, g, w in itertools.product(taus, snrs_db, delay_spreads_s)]
+    """The Cartesian grid of conditions (default: the paper's Phi_EU, 5 x 5 x 3 = 75), tau-major
+    (:meth:`ConditionGrid.conditions`)."""
+    return ConditionGrid(tuple(taus), tuple(snrs_db), tuple(delay_spreads_s)).conditions()
 
 
 def phi_array(conds: Sequence[Condition], dtype=np.float32) -> np.ndarray:

@@ -69,8 +69,11 @@ def _budget(codec, rate_units, B: int, mode: str) -> jax.Array:
 
 def transmit_adaptive(codec, params: Any, z: jax.Array, key: jax.Array, *, rate_units, snr_db, omega_index,
                       link: LinkConfig = LinkConfig(), mode: str = "cap", policy_key: jax.Array | None = None,
-                      temperature=1.0) -> tuple[Transmission, AdaptiveInfo]:
-    """One transmission of latents z [B, h, w, 4] with the codec's own rate policy (module doc)."""
+                      temperature=1.0, explore_units: jax.Array | None = None) -> tuple[Transmission, AdaptiveInfo]:
+    """One transmission of latents z [B, h, w, 4] with the codec's own rate policy (module doc).
+
+    ``explore_units`` (RC-JSCC training only): int [B], 0 = the policy's choice, else the n sent
+    for that sample instead (exploration; no gradient reaches the policy from it)."""
     if z.ndim != 4:
         raise ValueError(f"transmit_adaptive: latents must be [B, h, w, C], got {z.shape}")
     B, h, w = z.shape[:3]
@@ -93,6 +96,11 @@ def transmit_adaptive(codec, params: Any, z: jax.Array, key: jax.Array, *, rate_
     allowed = allowed_choices(budget, cfg.base_units, cfg.num_choices, force=(mode == "force"))
     logits = jnp.where(allowed, logits, -1e9)
     y = greedy_choice(logits) if policy_key is None else gumbel_choice(policy_key, logits, temperature)
+    if explore_units is not None:
+        ex = jnp.asarray(explore_units, jnp.int32)
+        forced = jax.nn.one_hot(jnp.clip(ex - cfg.base_units, 0, cfg.num_choices - 1), cfg.num_choices,
+                                dtype=jnp.float32)
+        y = jnp.where((ex > 0)[:, None], forced, y)
     gm = thermometer(y)                                                     # [B, G], forward exactly 0/1
     n = (cfg.base_units + jnp.argmax(y, axis=-1)).astype(jnp.int32)
     chm = channel_mask(gm, cfg.base_units, cfg.code_channels)               # [B, 12]
@@ -131,7 +139,8 @@ def temperature_at(step, steps: int, start: float, end: float):
 
 
 def make_adaptive_train_step(codec, vae, optimizer, *, link: LinkConfig, weights: LossWeights, grid,
-                             features=None, rate_weight: float = 0.0, mae_random_prob: float = 0.5):
+                             features=None, rate_weight: float = 0.0, mae_random_prob: float = 0.5,
+                             explore_prob: float = 0.0):
     """Pretraining step of RC-JSCC / VJ-MAE: ``step(state, aux, z, x, key, temperature) -> (state,
     metrics)``, jitted, ``state`` donated (``codec_training.init_state``'s layout).
 
@@ -140,13 +149,19 @@ def make_adaptive_train_step(codec, vae, optimizer, *, link: LinkConfig, weights
     eq. 4 + ``rate_weight`` * mean groups sent. VJ-MAE: the entropy policy's rate, except for a
     share ``mae_random_prob`` of samples that get a uniform rate in [n_base, n_max] (MAE-style
     random masking, module doc of ``models.adaptive_jscc``); no rate term (its policy has no
-    parameters). Metrics add ``units`` (mean n sent) and ``rate_cost``."""
+    parameters). RC-JSCC with ``explore_prob`` > 0: that share of samples gets a uniform random n
+    instead of the policy's (exploration, no policy gradient from them) so the codec keeps learning
+    every rate: without it the codec co-adapts to the policy's current choice, the rates it leaves
+    get worse, and the policy never comes back to them (our first 383-step run: 6/64 always).
+    Metrics add ``units`` (mean n the policy chose, explored samples excluded) and ``rate_cost``."""
     from dekag_jax.ka.codec_training import ConditionGrid  # noqa: F401  (type of ``grid``)
 
     if not is_adaptive(codec):
         raise TypeError(f"make_adaptive_train_step: {type(codec).__name__} has no rate policy")
     if not 0.0 <= mae_random_prob <= 1.0:
         raise ValueError(f"mae_random_prob={mae_random_prob} must be in [0, 1]")
+    if not 0.0 <= explore_prob < 1.0:
+        raise ValueError(f"explore_prob={explore_prob} must be in [0, 1)")
     omega_idx = grid.omega_indices(link)
     snrs = grid.snrs_db
     cfg = codec.config
@@ -156,15 +171,23 @@ def make_adaptive_train_step(codec, vae, optimizer, *, link: LinkConfig, weights
         kc, kt, kp, kr, kb = jax.random.split(key, 5)
         _, snr, widx = sample_conditions(kc, B, (cfg.max_rate_units,), snrs, omega_idx)
         if isinstance(codec, RCJSCCCodec):
+            explore = None
+            policy_share = jnp.ones((B,), jnp.float32)
+            if explore_prob > 0:
+                rnd = jax.random.randint(kr, (B,), cfg.base_units, cfg.max_rate_units + 1)
+                on = jax.random.bernoulli(kb, explore_prob, (B,))
+                explore = jnp.where(on, rnd, 0)
+                policy_share = 1.0 - on.astype(jnp.float32)
             t, info = transmit_adaptive(codec, params, z, kt, rate_units=cfg.max_rate_units, snr_db=snr,
                                         omega_index=widx, link=link, mode="free", policy_key=kp,
-                                        temperature=temperature)
+                                        temperature=temperature, explore_units=explore)
         else:
             n_h = entropy_rate_units(z, cfg)
             rnd = jax.random.randint(kr, (B,), cfg.base_units, cfg.max_rate_units + 1)
             n = jnp.where(jax.random.bernoulli(kb, mae_random_prob, (B,)), rnd, n_h)
             t, info = transmit_adaptive(codec, params, z, kt, rate_units=n, snr_db=snr, omega_index=widx,
                                         link=link, mode="force")
+            policy_share = jnp.ones((B,), jnp.float32)
         x_check = decode_latents(vae, aux["vae"], t.z_check)
         feat = None if features is None else (lambda im: features(aux["feat"], im))
         terms = eq4_terms(z=z, z_check=t.z_check, x=x, x_check=x_check, symbols=t.symbols,
@@ -172,7 +195,8 @@ def make_adaptive_train_step(codec, vae, optimizer, *, link: LinkConfig, weights
         loss, metrics = eq4_loss(terms, weights)
         rate = jnp.mean(info.rate_cost)
         loss = loss + rate_weight * rate
-        metrics.update(loss=loss, rate_cost=rate, units=jnp.mean(info.units.astype(jnp.float32)))
+        units = jnp.sum(info.units.astype(jnp.float32) * policy_share) / jnp.maximum(jnp.sum(policy_share), 1.0)
+        metrics.update(loss=loss, rate_cost=rate, units=units)
         return loss, metrics
 
     def step(state, aux, z, x, key, temperature):

@@ -4,49 +4,31 @@ S_EG under Phi_EU): pure, jitted once per rate, state donated.
 The shared latent decoder f_LD (the edge VAE decoder) is frozen: the paper reuses the generation
 module's decoder (Sec. V-B), so training it here would change the edge-GAI; gradients still flow
 through it into the codec. Conditions: tau, gamma and omega are drawn per sample inside the step from
-static grids (``ConditionGrid``; one
+static grids (``ConditionGrid``, built on ``channel.condition``; one
 compile serves every rate: the mixed-rate layout of ``transmission.transmit_latents``).
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from dekag_jax.channel import condition as _condition
 from dekag_jax.ka.objective import LossWeights, eq4_loss, eq4_terms
 from dekag_jax.ka.transmission import LinkConfig, decode_latents, delay_spread_index, sample_conditions, \
     transmit_latents
-from dekag_jax.models.jscc import JSCCCodec, rate_units
+from dekag_jax.models.jscc import JSCCCodec
 
 __all__ = ["ConditionGrid", "init_state", "make_train_step"]
 
 
-@dataclasses.dataclass(frozen=True)
-class ConditionGrid:
-    """A distribution Phi of phi = (tau, gamma, omega), uniform over each grid independently.
-
-    rates: strings/Fractions in {1..6}/64; snrs_db: gamma values (dB); delay_spreads_s: omega values
-    (seconds, on the link's grid). Validated at construction (one-line errors)."""
-    rates: tuple
-    snrs_db: tuple
-    delay_spreads_s: tuple
-
-    def __post_init__(self):
-        from dekag_jax.ka.transmission import check_snr_db
-
-        if not self.rates or not self.snrs_db or not self.delay_spreads_s:
-            raise ValueError("ConditionGrid: rates, snrs_db and delay_spreads_s must all be non-empty")
-        object.__setattr__(self, "rates", tuple(str(r) for r in self.rates))
-        for r in self.rates:
-            rate_units(r)
-        object.__setattr__(self, "snrs_db", tuple(float(v) for v in check_snr_db(list(self.snrs_db))))
-        object.__setattr__(self, "delay_spreads_s", tuple(float(w) for w in self.delay_spreads_s))
-
-    def rate_units(self) -> tuple:
-        return tuple(rate_units(r) for r in self.rates)
+class ConditionGrid(_condition.ConditionGrid):
+    """A distribution Phi of phi = (tau, gamma, omega), uniform over each grid independently:
+    :class:`dekag_jax.channel.condition.ConditionGrid` (the one place that holds and validates
+    rates, SNRs and delay spreads; same fields, ``rates``/``snrs_db``/``delay_spreads_s``) plus the
+    indices of its omegas on a link's grid of precomputed channel factors (what a jitted step takes)."""
 
     def omega_indices(self, link: LinkConfig) -> tuple:
         return tuple(int(i) for i in delay_spread_index(list(self.delay_spreads_s), link))

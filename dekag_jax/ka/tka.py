@@ -37,7 +37,8 @@ Pieces (each a pure function over plain pytrees, usable without the CLI):
   the pairs over devices (same numbers). (Eq. 5's DINO/CLIP scores of the
   received images are not computed yet: ``return_images=True`` hands the images to a caller.)
 * ``save_checkpoint`` / ``load_checkpoint``: the trained tree as safetensors (float32), keys
-  ``<group>/<kernel path>/<lora_A|lora_B|gate_kernel|gate_bias>`` or ``<group>/<param path>``.
+  ``<group>/<kernel path>/<lora_A|lora_B|gate_kernel|gate_bias|...>`` or ``<group>/<param path>``; CALA's
+  gate form in the metadata (``cala_gate``), checked by ``load_checkpoint(path, setup)``.
 * ``adapter_counts`` / ``paper_size_counts``: parameter and fp16-byte counts and the ratio to the
   codec (f_JE + reconstructor + latent decoder), on the tiny codec and at the paper's sizes.
 """
@@ -61,13 +62,13 @@ from dekag_jax.ka.adaptive import transmit_any
 from dekag_jax.ka.objective import LossWeights, eq4_loss, eq4_terms, vae_encoder_features
 from dekag_jax.ka.transmission import LinkConfig, decode_latents, delay_spread_index, sample_conditions, \
     transmit_latents
-from dekag_jax.models.jscc import rate_units as _rate_units
+from dekag_jax.channel.condition import ConditionGrid
 from dekag_jax.weights.convert import flatten, unflatten
 
 __all__ = ["METHODS", "Setup", "make_setup", "init_method", "forward", "make_loss", "make_step", "make_tx", "train",
-           "evaluate", "edge_latents", "save_checkpoint", "load_checkpoint", "adapter_counts", "paper_size_counts",
-           "grid_from_config", "run", "main", "frozen_tree", "phi_normalised", "cached_edge_latents",
-           "load_codec_for", "format_table", "CODEC_TARGETS", "DECODER_FIRST_SIX"]
+           "evaluate", "edge_latents", "save_checkpoint", "load_checkpoint", "checkpoint_gate", "adapter_counts",
+           "paper_size_counts", "grid_from_config", "run", "main", "frozen_tree", "phi_normalised",
+           "cached_edge_latents", "load_codec_for", "format_table", "CODEC_TARGETS", "DECODER_FIRST_SIX"]
 
 METHODS = ("noka", "lora", "cala", "fullft")
 _LORA_GROUPS = ("codec_lora", "dec_lora")
@@ -87,6 +88,7 @@ class Setup:
     dec_specs: Mapping[str, lora.LoraSpec] | None = None
     fullft_decoder: bool = True
     cala_phi: str = "condition"   # "constant": every sample's gate input is 0 (a condition-free control)
+    cala_gate: str = cala.DEFAULT_GATE   # CALA's gate form (adapt.cala.GATE_FORMS), also in every spec's .gate
 
 
 def _split_rules(targets) -> list[str]:
@@ -103,21 +105,27 @@ DECODER_FIRST_SIX = (r"decoder/conv_in/kernel", r"decoder/mid_block/resnets\.0/c
 
 def make_setup(method: str, codec, codec_params, vae, vae_params, *, link: LinkConfig = LinkConfig(),
                rank: int = 16, codec_targets=CODEC_TARGETS, decoder_targets=DECODER_FIRST_SIX,
-               fullft_decoder: bool = True, cala_phi: str = "condition") -> Setup:
+               fullft_decoder: bool = True, cala_phi: str = "condition",
+               cala_gate: str = cala.DEFAULT_GATE) -> Setup:
     """A ``Setup`` for ``method``; LoRA/CALA specs from the target regexes.
 
     Kernels with fewer than ``rank`` outputs (f_JE's conv_out: 12, the reconstructor's conv_out: 4)
-    are clamped to their full rank (alpha scaled along: alpha/r stays 1, the paper gives no alpha)."""
+    are clamped to their full rank (alpha scaled along: alpha/r stays 1, the paper gives no alpha).
+    ``cala_gate``: CALA's gate form (``adapt.cala.GATE_FORMS``; readings in ``adapt/cala.py``)."""
     if method not in METHODS:
         raise ValueError(f"unknown T-KA method {method!r}; expected one of {', '.join(METHODS)}")
     if cala_phi not in ("condition", "constant"):
         raise ValueError(f"cala_phi={cala_phi!r}; expected 'condition' or 'constant'")
+    cala.check_form(cala_gate)
     if method not in ("lora", "cala"):
         return Setup(method, codec, vae, link, fullft_decoder=bool(fullft_decoder))
     cs = lora.make_specs(codec_params, [(r, rank, rank) for r in _split_rules(codec_targets)], clamp_rank=True)
     dec_rules = _split_rules(decoder_targets)
     ds = lora.make_specs(vae_params, [(r, rank, rank) for r in dec_rules], clamp_rank=True) if dec_rules else {}
-    return Setup(method, codec, vae, link, cs, ds, bool(fullft_decoder), cala_phi)
+    if method == "cala":   # the form is static: it rides on every spec (lora.apply reads spec.gate)
+        cs = {p: dataclasses.replace(sp, gate=cala_gate) for p, sp in cs.items()}
+        ds = {p: dataclasses.replace(sp, gate=cala_gate) for p, sp in ds.items()}
+    return Setup(method, codec, vae, link, cs, ds, bool(fullft_decoder), cala_phi, cala_gate)
 
 
 def _dec_part(vae_params) -> dict:
@@ -182,13 +190,10 @@ def forward(setup: Setup, trainable, frozen, z, key, n, snr_db, omega_index):
 
 
 def grid_from_config(c) -> tuple[tuple[int, ...], tuple[float, ...], tuple[float, ...]]:
-    """``(rate units, gamma dB, omega seconds)`` of a config's ``conditions`` (validated, one line each)."""
-    units = tuple(_rate_units(r.strip()) for r in str(c.rates).split(",") if r.strip())
-    snrs = tuple(float(v) for v in c.snrs_db)
-    omegas = tuple(float(w) * 1e-9 for w in c.delay_spreads_ns)
-    if not units or not snrs or not omegas:
-        raise ValueError("conditions: rates, snrs_db and delay_spreads_ns must be non-empty")
-    return units, snrs, omegas
+    """``(rate units, gamma dB, omega seconds)`` of a config's ``conditions`` (validated, one line
+    each, by ``channel.condition.ConditionGrid``: the one place for rates, SNRs and delay spreads)."""
+    g = ConditionGrid.from_config(c.rates, c.snrs_db, c.delay_spreads_ns)
+    return g.rate_units(), g.snrs_db, g.delay_spreads_s
 
 
 def make_loss(setup: Setup, weights: LossWeights, grid, *, perceptual: bool = True) -> Callable:
@@ -222,7 +227,7 @@ def make_tx(method: str, lr: float, *, weight_decay: float = 0.0, gate_lr_mult: 
     tx = optax.adamw(lr, weight_decay=weight_decay)
     if gate_lr_mult != 1.0 and method == "cala":
         tx = partition.optimizer({"train": tx, "gate": optax.adamw(lr * gate_lr_mult, weight_decay=weight_decay)},
-                                 [(r".*/gate_(kernel|bias)", "gate"), (r".*", "train")])
+                                 [(r".*/gate_\w+", "gate"), (r".*", "train")])
     return tx
 
 
@@ -329,7 +334,8 @@ def evaluate(setup: Setup, trainable, frozen, z, x, *, grid, seed: int = 1234, c
              return_images: bool = False, mesh=None, conditions=None) -> dict:
     """Received-image PSNR (dB) against x = f_LD(z) for every (test latent, condition) of ``grid``.
 
-    Returns ``{"conditions": [{"tau", "snr_db", "delay_spread_ns", "psnr"}], "psnr_mean" (average
+    Returns ``{"conditions": [{"tau", "snr_db", "delay_spread_ns", "psnr", "psnr_std"}] (std over the
+    test latents), "psnr_mean" (average
     over the conditions), "by_rate", "by_snr", "by_delay_spread"}`` (+ ``"images"`` [C, N, H, W, 3]
     float16 when asked). The C * N (latent, condition) pairs run in chunks of ``chunk`` pairs
     (one compiled shape; the last chunk padded). Pair p (condition-major: p = c * N + i) meets the
@@ -395,8 +401,9 @@ def evaluate(setup: Setup, trainable, frozen, z, x, *, grid, seed: int = 1234, c
         if return_images:
             imgs.append(np.asarray(xc[:b - a], np.float16))
     per = psnr.reshape(len(conds), N).mean(axis=1)
-    rows = [{"tau": f"{u}/64", "snr_db": s, "delay_spread_ns": round(w * 1e9, 3), "psnr": float(p)}
-            for (u, s, w, _), p in zip(conds, per)]
+    sd = psnr.reshape(len(conds), N).std(axis=1)     # over the N images (and their channel draws)
+    rows = [{"tau": f"{u}/64", "snr_db": s, "delay_spread_ns": round(w * 1e9, 3), "psnr": float(p),
+             "psnr_std": float(q)} for (u, s, w, _), p, q in zip(conds, per, sd)]
 
     def by(key):
         vals = sorted({r[key] for r in rows}, key=lambda v: (float(v.split("/")[0]) if isinstance(v, str) else v))
@@ -463,7 +470,8 @@ def cached_edge_latents(pipe, subject: str, split: str, n: int, *, num_steps: in
 
 
 def save_checkpoint(path: str, setup: Setup, trainable, *, extra: dict | None = None) -> None:
-    """The trained tree as float32 safetensors (metadata: method, specs, ``extra`` as JSON)."""
+    """The trained tree as float32 safetensors (metadata: method, specs, CALA's ``cala_gate`` form,
+    ``extra`` as JSON)."""
     from dekag_jax.weights.files import save_state_dict
 
     flat = {}
@@ -479,18 +487,37 @@ def save_checkpoint(path: str, setup: Setup, trainable, *, extra: dict | None = 
              for g, sp in (("codec_lora", setup.codec_specs), ("dec_lora", setup.dec_specs))}
     meta = {"format": "dekag-tka", "method": setup.method, "specs": json.dumps(specs),
             "extra": json.dumps(extra or {})}
+    if setup.method == "cala":
+        meta["cala_gate"] = setup.cala_gate
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     save_state_dict(flat, path, metadata=meta)
 
 
-def load_checkpoint(path: str) -> tuple[str, dict]:
-    """``(method, trainable)`` from :func:`save_checkpoint`'s file (safetensors only)."""
+def checkpoint_gate(meta: Mapping[str, str]) -> str | None:
+    """CALA's gate form recorded in a checkpoint's metadata (None for other methods); CALA files
+    written before the form was recorded used the only form there was, ``sigmoid2``."""
+    if meta.get("method") != "cala":
+        return None
+    return meta.get("cala_gate", "sigmoid2")
+
+
+def load_checkpoint(path: str, setup: Setup | None = None) -> tuple[str, dict]:
+    """``(method, trainable)`` from :func:`save_checkpoint`'s file (safetensors only).
+
+    With ``setup``: the file's method and CALA gate form must be the setup's (one-line ValueError
+    otherwise), so gates trained in one form are never evaluated in another."""
     from safetensors import safe_open
 
     with safe_open(path, framework="numpy") as f:
         meta = f.metadata() or {}
         if meta.get("format") != "dekag-tka":
             raise ValueError(f"{path}: not a T-KA checkpoint (metadata format {meta.get('format')!r})")
+        if setup is not None:
+            if meta.get("method") != setup.method:
+                raise ValueError(f"{path}: a {meta.get('method')!r} checkpoint, the setup is {setup.method!r}")
+            if setup.method == "cala" and checkpoint_gate(meta) != setup.cala_gate:
+                raise ValueError(f"{path}: CALA gates trained in form {checkpoint_gate(meta)!r}, the setup's "
+                                 f"form is {setup.cala_gate!r} (adapter.cala_gate)")
         flat = {k: f.get_tensor(k) for k in f.keys()}
     out: dict = {}
     for k, v in flat.items():
@@ -528,7 +555,7 @@ def adapter_counts(setup: Setup, codec_params, vae_params) -> dict:
         lo = (accounting.count_specs(codec_params, setup.codec_specs)
               + accounting.count_specs(vae_params, setup.dec_specs))
         # one gate per adapted matrix, sized by its (possibly clamped) rank
-        gates = sum(cala.gate_param_count(s.rank) for s in (*setup.codec_specs.values(),
+        gates = sum(cala.gate_param_count(s.rank, form=s.gate) for s in (*setup.codec_specs.values(),
                                                             *setup.dec_specs.values())) if g else 0
         upd = lo + gates
         nbytes = (accounting.spec_bytes(codec_params, setup.codec_specs, gates=g)
@@ -538,7 +565,7 @@ def adapter_counts(setup: Setup, codec_params, vae_params) -> dict:
             "codec_params": codec_total, "ratio": upd / codec_total, "matrices": mats}
 
 
-def paper_size_counts(rank: int = 16) -> dict:
+def paper_size_counts(rank: int = 16, cala_gate: str = cala.DEFAULT_GATE) -> dict:
     """LoRA/CALA update size at the paper's sizes (``JSCCConfig.paper()`` on 64 x 64 x 4 latents, SD's
     VAE decoder), from abstract shapes: ``{"lora", "gates", "fp16_bytes", "codec", "ratio", "matrices"}``."""
     from dekag_jax.ka.counts import SD_VAE_CONFIG
@@ -551,7 +578,7 @@ def paper_size_counts(rank: int = 16) -> dict:
     vae = AutoencoderKL(config=SD_VAE_CONFIG)
     vp = jax.eval_shape(lambda x: vae.init(jax.random.key(0), x, jax.random.key(1)),
                         jax.ShapeDtypeStruct((1, 8, 8, 3), jnp.float32))["params"]
-    setup = make_setup("cala", codec, cp, vae, vp, rank=rank)
+    setup = make_setup("cala", codec, cp, vae, vp, rank=rank, cala_gate=cala_gate)
     c = adapter_counts(setup, cp, vp)
     return {"lora": c["update_params"] - c["gate_params"], "gates": c["gate_params"],
             "fp16_bytes": c["update_fp16_bytes"], "codec": c["codec_params"], "ratio": c["ratio"],
@@ -611,7 +638,8 @@ def run(config, workdir: str, *, pipe=None, log: Callable[[str], None] = print) 
             setup = make_setup(m, codec, codec_params, pipe.vae, pipe.vae_params, link=link,
                                rank=config.adapter.rank, codec_targets=config.adapter.codec_targets,
                                decoder_targets=config.adapter.decoder_targets,
-                               fullft_decoder=config.adapter.fullft_decoder, cala_phi=config.adapter.cala_phi)
+                               fullft_decoder=config.adapter.fullft_decoder, cala_phi=config.adapter.cala_phi,
+                               cala_gate=config.adapter.cala_gate)
             counts = adapter_counts(setup, codec_params, pipe.vae_params)
             res["counts"][m] = counts
             trainable = init_method(setup, jax.random.key(config.seed), codec_params, pipe.vae_params)

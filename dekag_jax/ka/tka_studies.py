@@ -57,12 +57,11 @@ from typing import Any, Callable, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from dekag_jax.ka import tka
 from dekag_jax.ka.objective import LossWeights
 
-__all__ = ["received_scores", "method_entry", "train_or_load", "fig10_data", "step_flops", "fig11_data",
+__all__ = ["received_scores", "received_subset", "codec_fingerprint", "array_digest", "method_entry", "train_or_load", "fig10_data", "step_flops", "fig11_data",
            "bpp_of", "fig12_points", "fit_slopes", "fig12_data", "fig13_data", "psnr_per_image", "SCHEMES"]
 
 SCHEMES = ("cala", "jpeg_ldpc", "latent_ldpc")
@@ -131,17 +130,67 @@ def psnr_per_image(received, reference) -> np.ndarray:
     return -10.0 * np.log10(np.maximum(mse, 1e-10))
 
 
+def received_subset(grid, k: int, seed: int) -> list[tuple[int, float, float]]:
+    """A fixed-seed subset of ``k`` conditions ``(rate units, snr dB, omega s)`` of the product ``grid``
+    (``tka.grid_from_config``), in ``tka.evaluate``'s order; ``k <= 0`` or ``k >=`` the grid size: all
+    of them. The same draw as the main job's ``eval.received_conditions`` (``dekag_jax.train``:
+    ``numpy.random.default_rng(seed).choice(C, k, replace=False)``, sorted), so both score eq. 5 after
+    the channel on the same conditions. Every method meets the same subset and the same channel draws."""
+    units, snrs, omegas = grid
+    conds = [(int(u), float(s), float(w)) for u in units for s in snrs for w in omegas]
+    if k <= 0 or k >= len(conds):
+        return conds
+    idx = sorted(np.random.default_rng(int(seed)).choice(len(conds), int(k), replace=False).tolist())
+    return [conds[i] for i in idx]
+
+
+def array_digest(*arrays) -> str:
+    """Short sha256 of arrays' shapes, dtypes and bytes: names the data a checkpoint or a cached
+    evaluation was made from (S_EG is cached per settings, so a regenerated set must not reuse them)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(np.asarray(a))
+        h.update(f"{a.shape}{a.dtype}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
+def codec_fingerprint(directory: str) -> str:
+    """Short sha256 of a ``save_codec`` directory's files (``codec.safetensors``, ``config.json``): a
+    re-shipped codec under the same path must not reuse adapters trained on the old one."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(os.listdir(directory)):
+        path = os.path.join(directory, name)
+        if os.path.isfile(path):
+            h.update(name.encode())
+            with open(path, "rb") as f:
+                h.update(f.read())
+    return h.hexdigest()[:16]
+
+
 # ----------------------------------------------------------------------------- Fig. 10
 
 
 def method_entry(setup, trainable, frozen, z_test, x_test, *, grid, codec_params, vae_params, feature_fns=None,
-                 cloud_test_images=None, seed: int = 1234, chunk: int = 250, keep_images: bool = False) -> dict:
+                 cloud_test_images=None, seed: int = 1234, chunk: int = 250, keep_images: bool = False,
+                 received_conditions: Sequence | None = None) -> dict:
     """One codec x subject x method cell of the contract's ``tka`` piece: ``{"psnr", "dino", "clip",
     "by_snr", "by_rate", "by_delay_spread", "update_params", "update_bytes", "ratio"}`` (+ ``"scores"``:
     the full SCORE with stds; ``dino``/``clip`` None without judges). With ``keep_images`` the
     evaluation (``tka.evaluate`` with images ``[C, N, H, W, 3]`` float16 and its ``conditions``) is
-    returned too, as ``(entry, evaluation)``."""
-    want_images = keep_images or (feature_fns is not None and cloud_test_images is not None)
+    returned too, as ``(entry, evaluation)``.
+
+    ``received_conditions``: eq. 5 (DINO/CLIP) on the received images of only these conditions
+    (``received_subset``: a list of ``(rate units, snr dB, omega s)``), from a second ``tka.evaluate``
+    over them (its own channel draws, the same for every method); None: over every condition of
+    ``grid`` (the judges then see C x N images, the slow part of a cell). PSNR is always over ``grid``."""
+    judged = feature_fns is not None and cloud_test_images is not None
+    subset = received_conditions is not None and judged
+    want_images = keep_images or (judged and not subset)
     ev = tka.evaluate(setup, trainable, frozen, z_test, x_test, grid=grid, seed=seed, chunk=chunk,
                       return_images=want_images)
     counts = tka.adapter_counts(setup, codec_params, vae_params)
@@ -150,8 +199,14 @@ def method_entry(setup, trainable, frozen, z_test, x_test, *, grid, codec_params
              "update_params": int(counts["update_params"]), "update_bytes": int(counts["update_fp16_bytes"]),
              "ratio": float(counts["ratio"]), "n_images": int(ev["n_images"]),
              "n_conditions": int(ev["n_conditions"])}
-    if feature_fns is not None and cloud_test_images is not None:
-        sc = received_scores(feature_fns, ev["images"], cloud_test_images)
+    if judged:
+        if subset:
+            rx = tka.evaluate(setup, trainable, frozen, z_test, x_test, grid=None, seed=seed, chunk=chunk,
+                              return_images=True, conditions=list(received_conditions))["images"]
+            entry["received_conditions"] = len(received_conditions)
+        else:
+            rx = ev["images"]
+        sc = received_scores(feature_fns, rx, cloud_test_images)
         entry["dino"], entry["clip"] = sc["dino"]["mean"], sc["clip"]["mean"]
         entry["scores"] = sc
     if keep_images:
@@ -160,39 +215,53 @@ def method_entry(setup, trainable, frozen, z_test, x_test, *, grid, codec_params
     return entry
 
 
-def _train_meta(setup, tcfg: Mapping[str, Any], codec_source: str, subject: str, rank: int) -> dict:
-    return {"subject": subject, "codec": codec_source, "method": setup.method, "rank": int(rank),
+def _train_meta(setup, tcfg: Mapping[str, Any], codec_source: str, subject: str, rank: int, data: str = "") -> dict:
+    meta = {"subject": subject, "codec": codec_source, "method": setup.method, "rank": int(rank),
             "train": {k: tcfg[k] for k in sorted(tcfg)}}
+    if data:            # digest of the training pairs (a regenerated S_EG retrains)
+        meta["data"] = data
+    if setup.method == "cala" and getattr(setup, "cala_gate", None):   # the gate form trained
+        meta["cala_gate"] = str(setup.cala_gate)
+    return meta
+
+
+def _meta_of(path: str) -> dict | None:
+    from safetensors import safe_open
+
+    with safe_open(path, framework="numpy") as f:
+        return json.loads((f.metadata() or {}).get("extra", "{}")).get("meta")
 
 
 def train_or_load(method: str, codec, codec_params, vae, vae_params, z_train, x_train, *, grid, weights: LossWeights,
                   tcfg: Mapping[str, Any], link, rank: int = 16, adapter_kw: Mapping[str, Any] | None = None,
                   ckpt_path: str | None = None, codec_source: str = "", subject: str = "", seed: int = 0,
-                  log: Callable[[str], None] | None = None) -> tuple[Any, dict, dict]:
-    """``(setup, trainable, info)`` of a T-KA method: read from ``ckpt_path`` when a checkpoint there was
-    trained with the same codec, subject, method, rank and ``tcfg`` (epochs, batch, lr, weight_decay,
-    gate_lr_mult), else trained with ``tka.train`` and saved there. ``info``: ``{"reused", "seconds",
-    "steps", "loss_first", "loss_last"}``."""
+                  reuse_paths: Sequence[str] = (), log: Callable[[str], None] | None = None) -> tuple[Any, dict, dict]:
+    """``(setup, trainable, info)`` of a T-KA method: read from ``ckpt_path`` (or else the first of
+    ``reuse_paths``, e.g. Fig. 10's checkpoint of the same model for Fig. 11) when a checkpoint there was
+    trained with the same codec, subject, method, rank, CALA gate form, training pairs (digest) and
+    ``tcfg`` (epochs, batch, lr, weight_decay, gate_lr_mult), else trained with ``tka.train`` and saved
+    at ``ckpt_path``. ``info``: ``{"reused", "seconds", "steps", "loss_first", "loss_last"}`` (+
+    ``"meta"``, what the checkpoint records)."""
     setup = tka.make_setup(method, codec, codec_params, vae, vae_params, link=link, rank=int(rank),
                            **dict(adapter_kw or {}))
     frozen = tka.frozen_tree(codec_params, vae_params)
-    meta = _train_meta(setup, tcfg, codec_source, subject, rank)
+    meta = _train_meta(setup, tcfg, codec_source, subject, rank, data=array_digest(z_train, x_train))
     t0 = time.time()
     if method == "noka":
-        return setup, {}, {"reused": False, "seconds": 0.0, "steps": 0, "loss_first": None, "loss_last": None}
-    if ckpt_path and os.path.isfile(ckpt_path):
-        from safetensors import safe_open
-
-        with safe_open(ckpt_path, framework="numpy") as f:
-            extra = json.loads((f.metadata() or {}).get("extra", "{}"))
-        if extra.get("meta") == json.loads(json.dumps(meta)):
-            _, trainable = tka.load_checkpoint(ckpt_path)
+        return setup, {}, {"reused": False, "seconds": 0.0, "steps": 0, "loss_first": None, "loss_last": None,
+                           "meta": meta}
+    want = json.loads(json.dumps(meta))
+    for i, path in enumerate(p for p in (ckpt_path, *reuse_paths) if p):
+        if not os.path.isfile(path):
+            continue
+        if _meta_of(path) == want:
+            _, trainable = tka.load_checkpoint(path)
             if log:
-                log(f"reused {ckpt_path}")
+                log(f"reused {path}")
             return setup, trainable, {"reused": True, "seconds": round(time.time() - t0, 1), "steps": 0,
-                                      "loss_first": None, "loss_last": None}
-        if log:
-            log(f"{ckpt_path}: trained with other settings, retraining")
+                                      "loss_first": None, "loss_last": None, "meta": meta}
+        if log and i == 0:
+            log(f"{path}: trained with other settings, retraining")
     trainable = tka.init_method(setup, jax.random.key(seed), codec_params, vae_params)
     trainable, hist = tka.train(setup, trainable, frozen, z_train, x_train, grid=grid, weights=weights,
                                 epochs=int(tcfg["epochs"]), batch=int(tcfg["batch"]), lr=float(tcfg["lr"]),
@@ -203,13 +272,15 @@ def train_or_load(method: str, codec, codec_params, vae, vae_params, z_train, x_
         tka.save_checkpoint(ckpt_path, setup, trainable, extra={"meta": meta})
     return setup, trainable, {"reused": False, "seconds": round(time.time() - t0, 1), "steps": len(hist),
                               "loss_first": hist[0]["loss"] if hist else None,
-                              "loss_last": float(np.mean([h["loss"] for h in hist[-5:]])) if hist else None}
+                              "loss_last": float(np.mean([h["loss"] for h in hist[-5:]])) if hist else None,
+                              "meta": meta}
 
 
 def fig10_data(codecs: Mapping[str, tuple], subjects_data: Mapping[str, Mapping[str, Any]], *, methods: Sequence[str],
                vae, vae_params, grid, weights: LossWeights, tcfg: Mapping[str, Any], link, rank: int = 16,
                adapter_kw: Mapping[str, Any] | None = None, feature_fns=None, eval_seed: int = 1234,
                chunk: int = 250, ckpt_dir: str | None = None, seed: int = 0, keep: Callable | None = None,
+               received_conditions: Sequence | None = None,
                log: Callable[[str], None] | None = None) -> tuple[dict, dict]:
     """The contract's ``tka`` piece ``{codec: {subject: {method: entry}}}`` and the run info.
 
@@ -220,7 +291,11 @@ def fig10_data(codecs: Mapping[str, tuple], subjects_data: Mapping[str, Mapping[
         tree to hand back in ``info["kept"][(codec, subject, method)] = (setup, trainable, evaluation)``
         (Figs. 12-13 reuse them instead of training and transmitting again).
       ckpt_dir: checkpoints ``<ckpt_dir>/<codec>/<subject>/<method>.safetensors`` (reused when trained
-        with the same settings).
+        with the same settings) and each cell's entry ``<method>.entry.json``, reused (no evaluation)
+        when the model was reused (or is No-KA) and the evaluation settings, test latents and cloud test
+        images are the same (key in the file): a stopped run resumes at the first unfinished cell.
+        Cells in ``keep`` are always evaluated (their images are needed).
+      received_conditions: eq. 5 on these conditions only (``received_subset``; ``method_entry``).
     """
     out: dict = {}
     info: dict = {"seconds": {}, "kept": {}}
@@ -235,11 +310,36 @@ def fig10_data(codecs: Mapping[str, tuple], subjects_data: Mapping[str, Mapping[
                                                         adapter_kw=adapter_kw, ckpt_path=ck, codec_source=source,
                                                         subject=sid, seed=seed, log=log)
                 k = bool(keep and keep(cname, sid, m))
-                res = method_entry(setup, trainable, frozen, d["z_test"], d["x_test"], grid=grid, codec_params=cparams,
-                                   vae_params=vae_params, feature_fns=feature_fns,
-                                   cloud_test_images=d.get("cloud_test"), seed=eval_seed, chunk=chunk, keep_images=k)
-                entry, ev = res if k else (res, None)
-                entry["train"] = tinfo
+                ekey = json.loads(json.dumps({
+                    "meta": tinfo.get("meta"), "grid": [list(g) for g in grid], "seed": int(eval_seed),
+                    "received_conditions": None if received_conditions is None else [list(c) for c in
+                                                                                    received_conditions],
+                    "test": array_digest(d["z_test"], d["x_test"]), "judged": feature_fns is not None,
+                    "cloud": None if d.get("cloud_test") is None else array_digest(d["cloud_test"])}))
+                epath = os.path.join(ckpt_dir, cname, sid, f"{m}.entry.json") if ckpt_dir else None
+                entry = None
+                if epath and not k and (tinfo["reused"] or m == "noka") and os.path.isfile(epath):
+                    with open(epath) as f:
+                        cached = json.load(f)
+                    if cached.get("key") == ekey:
+                        entry, ev = cached["entry"], None
+                        entry["evaluation_reused"] = True
+                        # "train" says what this run did (read the model back); the first run's record beside it
+                        entry["train_first_run"] = entry.get("train")
+                        entry["train"] = {k2: v for k2, v in tinfo.items() if k2 != "meta"}
+                if entry is None:
+                    res = method_entry(setup, trainable, frozen, d["z_test"], d["x_test"], grid=grid,
+                                       codec_params=cparams, vae_params=vae_params, feature_fns=feature_fns,
+                                       cloud_test_images=d.get("cloud_test"), seed=eval_seed, chunk=chunk,
+                                       keep_images=k, received_conditions=received_conditions)
+                    entry, ev = res if k else (res, None)
+                    # the training's own record (a reused model keeps the first run's in the cached entry)
+                    entry["train"] = {k2: v for k2, v in tinfo.items() if k2 != "meta"}
+                    if epath:
+                        os.makedirs(os.path.dirname(epath), exist_ok=True)
+                        with open(epath + ".tmp", "w") as f:
+                            json.dump({"key": ekey, "entry": entry}, f)
+                        os.replace(epath + ".tmp", epath)
                 out.setdefault(cname, {}).setdefault(sid, {})[m] = entry
                 if k:
                     info["kept"][(cname, sid, m)] = (setup, trainable, ev)
@@ -255,17 +355,18 @@ def fig10_data(codecs: Mapping[str, tuple], subjects_data: Mapping[str, Mapping[
 
 
 def step_flops(setup, weights: LossWeights, grid, trainable, frozen, *, batch: int, latent_shape, image_shape,
-               lr: float = 1e-3, jaxpr: bool = True) -> dict:
+               lr: float = 1e-3, weight_decay: float = 0.0, gate_lr_mult: float = 1.0, jaxpr: bool = True) -> dict:
     """FLOPs of one T-KA training step (batch ``batch``): ``{"xla", "jaxpr_model", "jaxpr_xla_like"}``.
 
     ``xla``: XLA's ``cost_analysis()["flops"]`` of the *compiled* step (``jit(step).lower(...)
     .compile()``) on the default backend (use it on CPU: on GPU convolutions are library calls XLA
     does not count). ``jaxpr_*``: ``perf.count_flops`` of the loss's value-and-grad (model =
     matmul + conv; xla_like adds elementwise), the cross-check (None unless ``jaxpr``). Shapes only:
-    the step is compiled, never run."""
+    the step is compiled, never run. The optimiser is ``tka.train``'s (``tka.make_tx``), so the step is
+    the one training compiles (XLA's persistent cache, when on, serves it a second time)."""
     from dekag_jax import perf
 
-    tx = optax.adamw(lr)
+    tx = tka.make_tx(setup.method, lr, weight_decay=weight_decay, gate_lr_mult=gate_lr_mult)
     opt_state = jax.eval_shape(tx.init, trainable)
     z = jax.ShapeDtypeStruct((int(batch), *latent_shape), jnp.float32)
     x = jax.ShapeDtypeStruct((int(batch), *image_shape), jnp.float32)
@@ -285,7 +386,7 @@ def fig11_data(codec, codec_params, vae, vae_params, z_train, x_train, z_test, x
                weights: LossWeights, tcfg: Mapping[str, Any], link, ranks: Sequence[int] = (1, 2, 4, 8, 16),
                methods: Sequence[str] = ("lora", "cala"), adapter_kw: Mapping[str, Any] | None = None,
                eval_seed: int = 1234, chunk: int = 250, ckpt_dir: str | None = None, codec_source: str = "",
-               subject: str = "", seed: int = 0, train: bool = True,
+               subject: str = "", seed: int = 0, train: bool = True, reuse: Mapping[tuple, str] | None = None,
                log: Callable[[str], None] | None = None) -> list[dict]:
     """The contract's ``fig11`` rows ``[{"rank", "method", "update_ratio", "flops_ratio", "psnr"}]`` (+
     ``update_params``, ``flops`` (compiled XLA), ``flops_jaxpr`` (model FLOPs of the jaxpr) and
@@ -293,11 +394,15 @@ def fig11_data(codec, codec_params, vae, vae_params, z_train, x_train, z_test, x
     ``tcfg`` on (z_train, x_train) and evaluated over ``eval_grid`` (PSNR against x = f_LD(z));
     Full-FT once, repeated on every rank. Ratios are to Full-FT's update size (= the codec: f_JE,
     reconstructor and latent decoder) and to Full-FT's training-step FLOPs at the same batch.
-    ``train=False`` skips training and evaluation (``psnr`` None): the complexity panels only."""
+    ``train=False`` skips training and evaluation (``psnr`` None): the complexity panels only.
+    ``reuse``: ``{(method, rank): path}`` of checkpoints to read instead of training when they were
+    trained with the same settings (``train_or_load``: e.g. Fig. 10's R = 16 LoRA/CALA and Full-FT at the
+    same depth); ``<ckpt_dir>/<method>_r<rank>.safetensors`` otherwise."""
     frozen = tka.frozen_tree(codec_params, vae_params)
     batch = min(int(tcfg["batch"]), int(z_train.shape[0]))
     shapes = dict(batch=batch, latent_shape=tuple(z_train.shape[1:]), image_shape=tuple(x_train.shape[1:]),
-                  lr=float(tcfg["lr"]))
+                  lr=float(tcfg["lr"]), weight_decay=float(tcfg.get("weight_decay", 0.0)),
+                  gate_lr_mult=float(tcfg.get("gate_lr_mult", 1.0)))
 
     def one(method, rank):
         t0 = time.time()
@@ -306,6 +411,7 @@ def fig11_data(codec, codec_params, vae, vae_params, z_train, x_train, z_test, x
             setup, trainable, _ = train_or_load(method, codec, codec_params, vae, vae_params, z_train, x_train, grid=grid,
                                                 weights=weights, tcfg=tcfg, link=link, rank=rank, adapter_kw=adapter_kw,
                                                 ckpt_path=ck, codec_source=codec_source, subject=subject, seed=seed,
+                                                reuse_paths=[p for p in [(reuse or {}).get((method, int(rank)))] if p],
                                                 log=log)
             ev = tka.evaluate(setup, trainable, frozen, z_test, x_test, grid=eval_grid, seed=eval_seed, chunk=chunk)
             psnr = float(ev["psnr_mean"])

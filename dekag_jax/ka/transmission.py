@@ -49,7 +49,8 @@ import numpy as np
 
 from dekag_jax.channel import ofdm as _ofdm
 from dekag_jax.channel import qam as _qam
-from dekag_jax.channel.condition import PHI_EU_DELAY_SPREADS_S, PHI_EU_SNRS_DB, PHI_EU_TAUS, Condition
+from dekag_jax.channel.condition import PHI_EU_DELAY_SPREADS_S, PHI_EU_SNRS_DB, PHI_EU_TAUS, SNR_DB_RANGE, \
+    Condition, delay_spread_unit_hint
 from dekag_jax.channel.condition import RATES as ALL_RATES
 from dekag_jax.models.jscc import JSCCCodec, pad_from_symbols, rate_units, truncate_to_symbols
 
@@ -59,9 +60,6 @@ __all__ = ["LinkConfig", "Transmission", "PHI_EU_RATES", "PHI_EU_SNRS_DB", "PHI_
 
 # Phi_EU of Sec. VI-A2 (edge-to-user conditions), as the channel's condition type defines it.
 PHI_EU_RATES = PHI_EU_TAUS
-
-# Plausibility bound on gamma (dB): beyond it a value is a unit mistake (linear SNR, or Hz).
-_SNR_DB_RANGE = (-50.0, 200.0)
 
 LINK_CHANNELS = ("ofdm", "iid", "awgn", "none")
 
@@ -139,7 +137,7 @@ def check_snr_db(snr_db, batch: int | None = None) -> np.ndarray:
         raise ValueError(f"SNR {snr_db!r} is not a number of dB") from None
     if not np.all(np.isfinite(a)):
         raise ValueError(f"SNR {snr_db!r} dB is not finite")
-    lo, hi = _SNR_DB_RANGE
+    lo, hi = SNR_DB_RANGE  # beyond it a value is a unit mistake (a linear SNR, or Hz)
     if np.any(a < lo) or np.any(a > hi):
         raise ValueError(f"SNR {snr_db!r} dB is outside [{lo:g}, {hi:g}] dB (is it a linear ratio?)")
     if batch is not None:
@@ -163,7 +161,7 @@ def delay_spread_index(delay_spread_s, link: LinkConfig = LinkConfig(), batch: i
     big = np.isfinite(a) & (a >= 1e-3)
     if np.any(big):  # no channel has a millisecond delay spread: a number meant as nanoseconds
         v = float(a[big].flat[0])
-        raise ValueError(f"delay spread {v:g} s is not on the cached factor grid (did you mean {v:g} ns = {v * 1e-9:g} s?)")
+        raise ValueError(f"delay spread {v:g} s is not on the cached factor grid; {delay_spread_unit_hint(v)}")
     # The channel's own host check: finite, > 0, on the grid of cached factors (within 0.1%).
     idx = _ofdm.check_on_grid(a, link.ofdm)
     if batch is not None:

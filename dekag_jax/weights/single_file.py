@@ -59,6 +59,8 @@ import jax.numpy as jnp
 from dekag_jax.errors import UnsupportedConfigError
 from dekag_jax.weights.convert import ConversionError
 from dekag_jax.weights.files import CheckpointError, LazyStateDict, pickle_advice
+from dekag_jax.weights.pipeline_common import COMPONENTS, StableDiffusion, load_tokenizer_dir, \
+    resolve_pipeline_dir, vae_dtype_for
 
 DATA_DIR = os.path.join(os.path.dirname(__file__), "data")
 STANDARD_MODELS = ("sd15", "sd21", "sd21-base")
@@ -276,8 +278,6 @@ def recognise(state: LazyStateDict, path: str = "checkpoint") -> str:
 
 
 def _config_from_dir(config: str, revision: str | None, cache_dir: str | None) -> tuple[dict[str, Any], str]:
-    from dekag_jax.weights.pipeline import resolve_pipeline_dir
-
     d = resolve_pipeline_dir(config, revision=revision, cache_dir=cache_dir)
     out: dict[str, Any] = {}
     for name, file in (("unet", "config.json"), ("vae", "config.json"), ("text_encoder", "config.json"),
@@ -335,7 +335,6 @@ def load_single_file(path: str, *, config: str | None = None, model_type: str | 
     """
     from dekag_jax.models.unet import UNetConfig
     from dekag_jax.models.vae import VAEConfig
-    from dekag_jax.weights.pipeline import COMPONENTS, StableDiffusion, _load_tokenizer, vae_dtype_for
 
     comps = tuple(COMPONENTS if components is None else components)
     bad = [c for c in comps if c not in COMPONENTS]
@@ -453,5 +452,5 @@ def load_single_file(path: str, *, config: str | None = None, model_type: str | 
         raise ConversionError(f"{p}: the single-file checkpoint does not match the model ({source}):\n"
                               + "\n".join(problems))
     if "tokenizer" in comps:
-        out.tokenizer = _load_tokenizer(tok_dir)
+        out.tokenizer = load_tokenizer_dir(tok_dir)
     return out
