@@ -118,6 +118,9 @@ def run(config, workdir: str, *, pipe=None, judges=None, log: Callable[[str], No
     weights = LossWeights(latent=config.loss.latent, image=config.loss.image, perceptual=config.loss.perceptual,
                           constellation=config.loss.constellation)
     tcfg = config.train.to_dict()
+    # Full-FT at its own lr when fullft.lr > 0 (reason: configs/tka_figures.py); the other methods' tcfg
+    # (their checkpoints' identity) is unchanged
+    ft = {"fullft": {**tcfg, "lr": float(config.fullft.lr)}} if float(config.fullft.lr) > 0 else {}
     adapter_kw = dict(fullft_decoder=bool(config.adapter.fullft_decoder), cala_phi=str(config.adapter.cala_phi))
     cache = str(config.seg.cache_dir) or os.path.join(workdir, "seg")
 
@@ -187,7 +190,7 @@ def run(config, workdir: str, *, pipe=None, judges=None, log: Callable[[str], No
                                         adapter_kw=adapter_kw, feature_fns=fns, eval_seed=int(config.eval.seed),
                                         chunk=int(config.eval.chunk), ckpt_dir=os.path.join(workdir, "tka"),
                                         seed=int(config.seed), keep=keep, log=log,
-                                        received_conditions=rx_conditions)
+                                        received_conditions=rx_conditions, method_tcfg=ft)
         kept = info["kept"]
         if "fig10" in figs:
             res["tka"] = tka_piece
@@ -244,7 +247,8 @@ def run(config, workdir: str, *, pipe=None, judges=None, log: Callable[[str], No
                                      eval_seed=int(config.eval.seed), chunk=int(config.eval.chunk),
                                      ckpt_dir=os.path.join(workdir, "tka", "fig11", main_codec, sid),
                                      codec_source=source, subject=sid, seed=int(config.seed),
-                                     train=bool(config.fig11.train), reuse=reuse, log=log)
+                                     train=bool(config.fig11.train), reuse=reuse, log=log,
+                                     method_tcfg={m: {**v, "epochs": int(config.fig11.epochs)} for m, v in ft.items()})
         res["fig11_info"] = {"subject": sid, "codec": main_codec, "epochs": int(config.fig11.epochs),
                              "flops": "XLA cost analysis of the compiled training step on "
                                       f"{jax.default_backend()} (flops_jaxpr: perf.count_flops, model FLOPs)"}
@@ -263,12 +267,17 @@ def depth_info(config, n_train: int) -> dict:
         batch = min(int(config.train.batch), int(n_train))
         return {"epochs": int(epochs), "batch": batch, "steps": int(epochs) * (int(n_train) // batch),
                 "lr": float(config.train.lr)}
-    return {"fig10": one(config.train.epochs), "fig11": one(config.fig11.epochs),
+    ft = float(config.fullft.lr)
+    return {"fig10": {**one(config.train.epochs), "fullft_lr": ft if ft > 0 else None},
+            "fig11": {**one(config.fig11.epochs), "fullft_lr": ft if ft > 0 else None},
             "received_conditions": int(config.eval.received_conditions)}
 
 
 def _depth_line(d: dict | None) -> str:
-    return "" if not d else (f"{d['steps']} steps ({d['epochs']} epochs of batch {d['batch']}) at lr {d['lr']:g}")
+    if not d:
+        return ""
+    ft = f" (Full-FT at lr {d['fullft_lr']:g})" if d.get("fullft_lr") else ""
+    return f"{d['steps']} steps ({d['epochs']} epochs of batch {d['batch']}) at lr {d['lr']:g}{ft}"
 
 
 def _rx_line(res: dict) -> str:

@@ -827,8 +827,6 @@ class Job:
 
     def _multi_subject(self) -> str:
         """Fig. 7 (``ka.gka_studies.run_multi``) over the run's subjects, reusing their per-subject MAKD."""
-        import ml_collections
-
         from dekag_jax.ka import gka_studies
 
         if len(self.subjects) < 2 or "makd" not in self.gka_methods:

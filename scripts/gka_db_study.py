@@ -21,12 +21,15 @@ held-out S_CG images (the test images are never used for a pick). Phases per sub
   phase-A held-out pick's lr to ``--epochs``.
 * **C (targets)**: attention + feed-forward + proj_in/out (``--wide-targets``) at the held-out
   pick's init and lr so far, to ``--epochs``.
+* **W** (``--word-draws N``): N other draws of the random word alone (no LoRA) at each of
+  ``--word-scales``: how much the single draw of the table decides DB's (and TI's) start.
 * ``--extra INIT:LR:attn|wide,...``: more DB runs (e.g. the table's init with the wide targets).
 * **T** (``--ti-subjects``): TI (eq. 8, config lr) to ``--epochs``, scored at the checkpoints, and
   MAKD (the config's LoRA depth and lr on mu* of the last checkpoint), for the same protocol's
   reference; ``--ti-inits`` starts the metaword from other inits (labels ``ti_<init>``).
 
 Inits: ``paper`` / ``hf`` / ``matched`` (scales of one draw, above), ``none`` (no metaword) and
+``mustar`` (the subject's TI mu* of phase T, for ``--extra``: MAKD at DB's settings),
 ``token:WORD`` (the embedding of WORD's first token: textual inversion's own practice of starting
 from a descriptive word, beyond the paper's Gaussian).
 
@@ -67,6 +70,8 @@ def main(argv=None):
     ap.add_argument("--wide-targets", default=WIDE)
     ap.add_argument("--phases", default="A,B,C")
     ap.add_argument("--extra", default="", help="more DB runs, comma list of INIT:LR:attn|wide")
+    ap.add_argument("--word-draws", type=int, default=0, help="phase W: score N other random-word draws alone")
+    ap.add_argument("--word-scales", default="paper,hf")
     ap.add_argument("--ti-subjects", default="")
     ap.add_argument("--ti-inits", default="", help="TI/MAKD metaword inits (default: the config's)")
     ap.add_argument("--n-images", type=int, default=10)
@@ -77,7 +82,7 @@ def main(argv=None):
     cps = sorted({int(c) for c in a.checkpoints.split(",") if c})
     if not cps or cps[0] < 1 or cps[-1] > a.epochs:
         ap.error(f"--checkpoints must lie in 1..{a.epochs}")
-    phases = set(a.phases.split(","))
+    phases = {p for p in a.phases.split(",") if p}  # "" = no DB phase (e.g. TI alone)
     if phases - {"A", "B", "C"}:
         ap.error(f"--phases: unknown {sorted(phases - {'A', 'B', 'C'})}; use A, B, C")
 
@@ -175,6 +180,11 @@ def main(argv=None):
         def mu_of(init):
             if init == "none":
                 return None
+            if init == "mustar":  # the subject's TI mu* saved by phase T: MAKD with DB's settings
+                for f_ in (f"{subject}_ti_mu_star.npy", f"{subject}_mu_star.npy"):
+                    if os.path.exists(os.path.join(out_dir, f_)):
+                        return jnp.asarray(np.load(os.path.join(out_dir, f_)))
+                raise SystemExit(f"init mustar: no {subject}_ti_mu_star.npy in {out_dir} (run --ti-subjects first)")
             if init.startswith("token:"):  # textual inversion's practice: start from a real word's embedding
                 tid = int(np.asarray(pipe.tokenize([init[6:]]))[0, 1])
                 return jnp.asarray(table[tid])[None, None].repeat(int(c.metaword.n_tokens), 1)
@@ -240,6 +250,15 @@ def main(argv=None):
             lr_c = float(pick_ab["run"].rsplit("_lr", 1)[1])
             lab = f"dbwide_{init_c}_lr{lr_c:g}"
             lora_run(lab, init_c, lr_c, a.wide_targets)
+        for scale in [x for x in a.word_scales.split(",") if x] if a.word_draws else []:
+            lab = f"word_draws_{scale}"  # phase W: other draws of the random word alone (no LoRA)
+            if lab not in sres["runs"]:
+                rows = []
+                for k_ in range(a.word_draws):
+                    zk = jax.random.normal(jax.random.fold_in(jax.random.key(seed), 10_000 + k_), z.shape)
+                    rows.append({**score(f"{lab}_{k_}", 0, zk * stds[scale]), "draw": k_})
+                sres["runs"][lab] = rows
+                save()
         for spec_ in [e for e in a.extra.split(",") if e]:  # INIT:LR:attn|wide, e.g. paper:1e-4:wide
             init, lr, tg = spec_.rsplit(":", 2)
             if tg not in ("attn", "wide"):
@@ -275,7 +294,7 @@ def main(argv=None):
                 sres["runs"][ml] = [score(ml, int(c.lora.epochs), mu_star, snaps_l[int(c.lora.epochs)], specs)]
                 flush_images()
                 save()
-        all_db = [lab for lab in sres["runs"] if lab.startswith("db")]
+        all_db = [lab for lab in sres["runs"] if lab.startswith("db") and "_mustar_" not in lab]  # DB only
         sres["pick"] = {"phase_a": pick_a, "all_db": best(all_db),
                         "table_db": _row_pick(sres, f"db_{init0}_lr{float(c.lora.lr):g}", int(c.lora.epochs))}
         save()
@@ -296,7 +315,7 @@ def _grid(path, cloud, images, sres):
     """Rows: cloud test, LB, the random word alone, table DB (5 epochs), the held-out pick, TI/MAKD."""
     from PIL import Image
 
-    keys = ["lb@0"] + [k for k in images if k.startswith("word_")]
+    keys = ["lb@0"] + [k for k in images if k.startswith("word_") and not k.startswith("word_draws")]
     p = sres.get("pick", {})
     for name in ("table_db", "all_db"):
         if p.get(name):

@@ -66,6 +66,11 @@ for _f in GATE_FORMS_SWEPT:
         GRID[f"cala_lr3e-3_{_f}_const"] = ("cala", {**_o, "adapter.cala_phi": "constant"})
     GRID[f"cala_lr3e-3_{_f}_ep90"] = ("cala", {**_o, "train.epochs": 90})
 GRID["lora_lr3e-3_ep90"] = ("lora", {"train.lr": 3e-3, "train.epochs": 90})
+# seed repeats (init of A, the gates' mlp layer, batch order and the training's channel draws; the
+# evaluation's draws stay fixed): the run-to-run noise a CALA - LoRA difference must exceed
+GRID["lora_lr3e-3_seed1"] = ("lora", {"train.lr": 3e-3, "seed": 1})
+for _f in GATE_FORMS_SWEPT:
+    GRID[f"cala_lr3e-3_{_f}_seed1"] = ("cala", {"train.lr": 3e-3, "adapter.cala_gate": _f, "seed": 1})
 
 
 def _set(c, dotted: str, value) -> None:
@@ -264,7 +269,8 @@ def main(argv=None) -> int:
         load0 = os.getloadavg()[0]
         res = tka.run(c, os.path.join(args.out, name), pipe=pipe, log=lambda m: print(m, flush=True))
         per = res["per_subject"][args.subject][method]
-        r = {"method": method, "overrides": over, "lr": float(c.train.lr), "epochs": int(c.train.epochs),
+        r = {"method": method, "overrides": over, "seed": int(c.seed), "lr": float(c.train.lr),
+             "epochs": int(c.train.epochs),
              "steps": per["steps"], "gate_lr_mult": float(c.train.gate_lr_mult), "cala_phi": str(c.adapter.cala_phi),
              "psnr": per["psnr_mean"], "by_rate": per["by_rate"], "by_snr": per["by_snr"],
              "by_delay_spread": per["by_delay_spread"], "loss_first": per["loss_first"],
@@ -276,7 +282,8 @@ def main(argv=None) -> int:
             # the LoRA run at the same lr and depth (gate knobs do not exist for LoRA)
             r["matched_lora"] = next((n for n, (m, o) in GRID.items() if m == "lora" and
                                       o.get("train.lr") == over.get("train.lr") and
-                                      o.get("train.epochs") == over.get("train.epochs")), None)
+                                      o.get("train.epochs") == over.get("train.epochs") and
+                                      o.get("seed") == over.get("seed")), None)
             r["gates"] = gate_stats(per["checkpoint"], tka.grid_from_config(c.conditions))
         results[name] = r
         with open(path, "w") as f:

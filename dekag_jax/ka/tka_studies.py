@@ -276,11 +276,15 @@ def train_or_load(method: str, codec, codec_params, vae, vae_params, z_train, x_
                               "meta": meta}
 
 
+def _key_conditions(conds) -> list:
+    return [[int(u), round(float(s_), 6), round(float(w) * 1e9, 6)] for u, s_, w in conds]
+
+
 def fig10_data(codecs: Mapping[str, tuple], subjects_data: Mapping[str, Mapping[str, Any]], *, methods: Sequence[str],
                vae, vae_params, grid, weights: LossWeights, tcfg: Mapping[str, Any], link, rank: int = 16,
                adapter_kw: Mapping[str, Any] | None = None, feature_fns=None, eval_seed: int = 1234,
                chunk: int = 250, ckpt_dir: str | None = None, seed: int = 0, keep: Callable | None = None,
-               received_conditions: Sequence | None = None,
+               received_conditions: Sequence | None = None, method_tcfg: Mapping[str, Mapping] | None = None,
                log: Callable[[str], None] | None = None) -> tuple[dict, dict]:
     """The contract's ``tka`` piece ``{codec: {subject: {method: entry}}}`` and the run info.
 
@@ -296,6 +300,7 @@ def fig10_data(codecs: Mapping[str, tuple], subjects_data: Mapping[str, Mapping[
         images are the same (key in the file): a stopped run resumes at the first unfinished cell.
         Cells in ``keep`` are always evaluated (their images are needed).
       received_conditions: eq. 5 on these conditions only (``received_subset``; ``method_entry``).
+      method_tcfg: ``{method: tcfg}`` overriding ``tcfg`` for some methods (e.g. Full-FT at its own lr).
     """
     out: dict = {}
     info: dict = {"seconds": {}, "kept": {}}
@@ -306,14 +311,17 @@ def fig10_data(codecs: Mapping[str, tuple], subjects_data: Mapping[str, Mapping[
                 t0 = time.time()
                 ck = os.path.join(ckpt_dir, cname, sid, f"{m}.safetensors") if ckpt_dir else None
                 setup, trainable, tinfo = train_or_load(m, codec, cparams, vae, vae_params, d["z_train"], d["x_train"],
-                                                        grid=grid, weights=weights, tcfg=tcfg, link=link, rank=rank,
+                                                        grid=grid, weights=weights,
+                                                        tcfg=(method_tcfg or {}).get(m, tcfg), link=link, rank=rank,
                                                         adapter_kw=adapter_kw, ckpt_path=ck, codec_source=source,
                                                         subject=sid, seed=seed, log=log)
                 k = bool(keep and keep(cname, sid, m))
+                # conditions in (units, dB, ns rounded): 30 ns may arrive as 3e-08 or 3.0000000000000004e-08
                 ekey = json.loads(json.dumps({
-                    "meta": tinfo.get("meta"), "grid": [list(g) for g in grid], "seed": int(eval_seed),
-                    "received_conditions": None if received_conditions is None else [list(c) for c in
-                                                                                    received_conditions],
+                    "meta": tinfo.get("meta"), "grid": _key_conditions([(u, s_, w) for u in grid[0] for s_ in grid[1]
+                                                                        for w in grid[2]]), "seed": int(eval_seed),
+                    "received_conditions": None if received_conditions is None else _key_conditions(
+                        received_conditions),
                     "test": array_digest(d["z_test"], d["x_test"]), "judged": feature_fns is not None,
                     "cloud": None if d.get("cloud_test") is None else array_digest(d["cloud_test"])}))
                 epath = os.path.join(ckpt_dir, cname, sid, f"{m}.entry.json") if ckpt_dir else None
@@ -387,6 +395,7 @@ def fig11_data(codec, codec_params, vae, vae_params, z_train, x_train, z_test, x
                methods: Sequence[str] = ("lora", "cala"), adapter_kw: Mapping[str, Any] | None = None,
                eval_seed: int = 1234, chunk: int = 250, ckpt_dir: str | None = None, codec_source: str = "",
                subject: str = "", seed: int = 0, train: bool = True, reuse: Mapping[tuple, str] | None = None,
+               method_tcfg: Mapping[str, Mapping] | None = None,
                log: Callable[[str], None] | None = None) -> list[dict]:
     """The contract's ``fig11`` rows ``[{"rank", "method", "update_ratio", "flops_ratio", "psnr"}]`` (+
     ``update_params``, ``flops`` (compiled XLA), ``flops_jaxpr`` (model FLOPs of the jaxpr) and
@@ -397,7 +406,8 @@ def fig11_data(codec, codec_params, vae, vae_params, z_train, x_train, z_test, x
     ``train=False`` skips training and evaluation (``psnr`` None): the complexity panels only.
     ``reuse``: ``{(method, rank): path}`` of checkpoints to read instead of training when they were
     trained with the same settings (``train_or_load``: e.g. Fig. 10's R = 16 LoRA/CALA and Full-FT at the
-    same depth); ``<ckpt_dir>/<method>_r<rank>.safetensors`` otherwise."""
+    same depth); ``<ckpt_dir>/<method>_r<rank>.safetensors`` otherwise. ``method_tcfg``: ``{method:
+    tcfg}`` overriding ``tcfg`` for some methods (Full-FT at its own lr); FLOPs are per step, lr-free."""
     frozen = tka.frozen_tree(codec_params, vae_params)
     batch = min(int(tcfg["batch"]), int(z_train.shape[0]))
     shapes = dict(batch=batch, latent_shape=tuple(z_train.shape[1:]), image_shape=tuple(x_train.shape[1:]),
@@ -409,7 +419,8 @@ def fig11_data(codec, codec_params, vae, vae_params, z_train, x_train, z_test, x
         ck = os.path.join(ckpt_dir, f"{method}_r{rank}.safetensors") if ckpt_dir else None
         if train:
             setup, trainable, _ = train_or_load(method, codec, codec_params, vae, vae_params, z_train, x_train, grid=grid,
-                                                weights=weights, tcfg=tcfg, link=link, rank=rank, adapter_kw=adapter_kw,
+                                                weights=weights, tcfg=(method_tcfg or {}).get(method, tcfg), link=link,
+                                                rank=rank, adapter_kw=adapter_kw,
                                                 ckpt_path=ck, codec_source=codec_source, subject=subject, seed=seed,
                                                 reuse_paths=[p for p in [(reuse or {}).get((method, int(rank)))] if p],
                                                 log=log)
