@@ -163,6 +163,30 @@ def _codec_config(cfg, z):
     return JSCCConfig.named(cfg.codec)
 
 
+def _warm_start(cfg, codec_cfg, params):
+    """Parameters from the codec directory ``cfg.init_from`` (same config required), except the
+    paths matching the regex ``cfg.init_fresh``, which keep their fresh (seeded) initialisation.
+    A new optimizer state and schedule start at step 0 (a checkpoint in the workdir still wins)."""
+    import re
+
+    import jax.numpy as jnp
+
+    from dekag_jax.errors import UsageError
+    from dekag_jax.ka.codec_io import load_codec
+    from dekag_jax.weights.convert import flatten, unflatten
+
+    try:
+        old_codec, old, _ = load_codec(cfg.init_from)
+    except (FileNotFoundError, ValueError) as e:
+        raise UsageError(f"init_from: {e}") from None
+    if old_codec.config != codec_cfg:
+        raise UsageError(f"init_from={cfg.init_from!r}: its codec config differs from this run's")
+    fresh = re.compile(cfg.init_fresh) if cfg.init_fresh else None
+    new, old = flatten(params), flatten(old)
+    return unflatten({k: v if fresh is not None and fresh.search(k) else jnp.asarray(old[k], v.dtype)
+                      for k, v in new.items()})
+
+
 def _evaluate_policy(cfg, codec, params, vae, vae_params, link, zh, xh, seed):
     """RC-JSCC / VJ-MAE: per SNR of the grid (omega = eval.delay_spread_ns), the rate the policy picks
     with no budget (mean n and its histogram) and the received PSNR against x = f_LD(z)."""
@@ -255,6 +279,9 @@ def main(argv):
         codec, params = init_adaptive_codec(codec_cfg, jax.random.key(cfg.seed), tuple(z.shape[1:3]))
         if cfg.kind == "vjmae":
             prog.phase(f"VJ-MAE entropy thresholds (bits/element, training-latent quantiles): {codec_cfg.thresholds}")
+    if cfg.init_from:
+        params = _warm_start(cfg, codec_cfg, params)
+        prog.phase(f"warm start from {cfg.init_from} (fresh: {cfg.init_fresh or 'nothing'})")
     n_params = C.param_count(params)
     opt, _ = C.make_optimizer(cfg.lr, cfg.steps, weight_decay=cfg.weight_decay)
     features = vae_encoder_features(pipe.vae) if cfg.loss.perceptual_network == "edge_vae_encoder" else None

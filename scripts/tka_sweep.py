@@ -68,9 +68,10 @@ for _f in GATE_FORMS_SWEPT:
 GRID["lora_lr3e-3_ep90"] = ("lora", {"train.lr": 3e-3, "train.epochs": 90})
 # seed repeats (init of A, the gates' mlp layer, batch order and the training's channel draws; the
 # evaluation's draws stay fixed): the run-to-run noise a CALA - LoRA difference must exceed
-GRID["lora_lr3e-3_seed1"] = ("lora", {"train.lr": 3e-3, "seed": 1})
-for _f in GATE_FORMS_SWEPT:
-    GRID[f"cala_lr3e-3_{_f}_seed1"] = ("cala", {"train.lr": 3e-3, "adapter.cala_gate": _f, "seed": 1})
+for _s in (1, 2):
+    GRID[f"lora_lr3e-3_seed{_s}"] = ("lora", {"train.lr": 3e-3, "seed": _s})
+    for _f in GATE_FORMS_SWEPT:
+        GRID[f"cala_lr3e-3_{_f}_seed{_s}"] = ("cala", {"train.lr": 3e-3, "adapter.cala_gate": _f, "seed": _s})
 
 
 def _set(c, dotted: str, value) -> None:
