@@ -26,6 +26,7 @@ def get_config(arg: str = ""):
     c.checkpoint_every_epochs = 1
     c.gka.metaword.epochs = 2
     c.gka.lora.epochs = 2
+    c.gka.db.epochs = 2
     c.gka.eval.n_images = 4
     c.gka.eval.num_steps = 5
     c.gka.eval.loss_repeats = 1

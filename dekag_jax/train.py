@@ -8,7 +8,8 @@ Algorithm 1 per subject, in banner-marked stages below (names as the paper's):
 
 1. **S_CG** from the cloud (``ka.scg.build_scg``; cached in ``DIR/<subject>/``).
 2. **MAKD**: the metaword mu* (eq. 8; = the TI baseline), then the LoRA Delta Theta_G with mu* frozen
-   (eq. 9); the DB baseline (eq. 9's LoRA under the random metaword). LB and UB need no training.
+   (eq. 9); the DB baseline (eq. 9's LoRA under the random metaword, with its own ``gka.db`` settings,
+   equal to ``gka.lora`` by default). LB and UB need no training.
 3. **Edge images and S_EG** from the aligned edge: the eg_test latents of LB/TI/DB/MAKD (eq. 5 "edge"
    scores) and the 100 eg_train latents of MAKD's edge ("mu v", LoRA merged): S_EG = {z, x = f_LD(z)}
    (eq. 7); its 30 eg_test latents are MAKD's eg_test latents.
@@ -34,7 +35,8 @@ output), ``DIR/<subject>/transmitted/`` (what the cloud sends, sizes in metrics.
 Resume: run the same command with the same ``--workdir``: finished stages are skipped (``state.json``),
 an unfinished training stage restarts from its last checkpoint (trainable, optimiser state, epoch,
 history; the data order and noise streams are fast-forwarded, so the numbers equal an uninterrupted
-run's). A config that differs from ``DIR/config.json`` is refused naming the fields. A NaN/inf loss
+run's). A config that differs from ``DIR/config.json`` is refused naming the fields (a config.json from
+before ``gka.db`` existed reads as ``gka.db = gka.lora``, what DB trained with then). A NaN/inf loss
 stops the run with one line naming the stage and subject; everything finished stays.
 
 Prints one summary line per stage (and a progress bar on stderr for long stages when it is a TTY).
@@ -265,6 +267,7 @@ class Job:
         self.mesh = parallel.make_mesh()
         self.ndev = int(self.mesh.size)
         for field, b in (("gka.metaword.batch", config.gka.metaword.batch), ("gka.lora.batch", config.gka.lora.batch),
+                         ("gka.db.batch", gka.lora_settings(config.gka, "db").batch),
                          ("tka.train.batch", config.tka.train.batch)):
             if int(b) % self.ndev:
                 raise UsageError(f"config.{field}={b} is not divisible by the {self.ndev} devices "
@@ -297,10 +300,22 @@ class Job:
                                           init=str(g.metaword.init))[None]
         self.lora0, self.specs = gka.init_lora(self.pipe, jax.random.fold_in(key, 2), rank=g.lora.rank,
                                                alpha=g.lora.alpha, targets=str(g.lora.targets))
+        # DB's LoRA (gka.db.*): its own adapters and specs when its rank/alpha/targets differ from MAKD's
+        # (the same key: equal settings give the identical draw, DB and MAKD's shared start by default)
+        self.db_settings = gka.lora_settings(g, "db")
+        d = self.db_settings
+        same = (int(d.rank), float(d.alpha), str(d.targets)) == (int(g.lora.rank), float(g.lora.alpha),
+                                                                 str(g.lora.targets))
+        self.lora0_db, self.specs_db = (self.lora0, self.specs) if same else gka.init_lora(
+            self.pipe, jax.random.fold_in(key, 2), rank=d.rank, alpha=d.alpha, targets=str(d.targets))
         # chunk = the eq. 5 image count: eg_test (30) and S_EG (100 = 4 chunks of 30, the last padded)
         # run one sampler shape, so the DDIM program compiles once per run
         self.gen = gka.Generator(self.pipe, self.specs, num_steps=int(g.eval.num_steps),
                                  guidance_scale=float(g.eval.guidance), chunk=max(1, min(64, int(g.eval.n_images))))
+        # DB samples with its own specs (a second sampler program only when they differ)
+        self.gen_db = self.gen if same else gka.Generator(
+            self.pipe, self.specs_db, num_steps=int(g.eval.num_steps), guidance_scale=float(g.eval.guidance),
+            chunk=max(1, min(64, int(g.eval.n_images))))
         self.frozen = {"unet": self.pipe.unet_params, "text": self.pipe.text_params}
         # eq. 5 after the channel: a fixed-seed subset of K conditions of Phi_EU (the same for every
         # image, method and subject), so "received" is comparable across methods
@@ -420,10 +435,12 @@ class Job:
             tr, hist = self.train_gka(s, "metaword", data, {"metaword": self.mu0}, self.frozen, None, c.metaword,
                                       int(self.c.seed) + 1)
             out["mu"], out["hist_metaword"] = tr["metaword"], hist
-        for name, mu in (("db", self.mu0), ("makd", out.get("mu"))):
+        lora_sets = {"db": (self.mu0, self.lora0_db, self.specs_db, self.db_settings),
+                     "makd": (out.get("mu"), self.lora0, self.specs, c.lora)}
+        for name, (mu, lora0, specs, sub) in lora_sets.items():
             if f"lora_{name}" in want and name in self.gka_methods:
-                tr, hist = self.train_gka(s, f"lora_{name}", data, {"lora": self.lora0},
-                                          {**self.frozen, "metaword": mu}, self.specs, c.lora, int(self.c.seed) + 2)
+                tr, hist = self.train_gka(s, f"lora_{name}", data, {"lora": lora0},
+                                          {**self.frozen, "metaword": mu}, specs, sub, int(self.c.seed) + 2)
                 out[name], out[f"hist_{name}"] = tr["lora"], hist
         return out
 
@@ -567,8 +584,9 @@ class Job:
                 if m not in self.gka_methods:
                     continue
                 mu, ad = args[m]
-                z = self.gen.latents(prompt, seeds, None if mu is None else mu[0], ad)
-                imgs = self.gen.decode(z)
+                gen = self.gen_db if m == "db" else self.gen   # DB's LoRA applied with DB's specs
+                z = gen.latents(prompt, seeds, None if mu is None else mu[0], ad)
+                imgs = gen.decode(z)
                 zs[m] = z
                 _save_images(rd.sub(s, "images", f"{m}.npz"), imgs)
                 row = {"edge": _score(gka.score_subject(self.judges, imgs, scg.test_images)), "received": None,
@@ -1030,6 +1048,10 @@ def check_config(workdir: str, config) -> None:
     if os.path.isfile(path):
         with open(path) as f:
             old = json.load(f)
+        og = old.get("gka")
+        if isinstance(og, dict) and "lora" in og and "db" not in og and "db" in new.get("gka", {}):
+            # a run from before gka.db existed trained DB with gka.lora: the same run when db.* equals it
+            og["db"] = {k: og["lora"][k] for k in new["gka"]["db"] if k in og["lora"]}
         diff = config_diff(old, new)
         if diff:
             shown = ", ".join(diff[:8]) + (f" (+{len(diff) - 8} more)" if len(diff) > 8 else "")

@@ -154,7 +154,7 @@ def test_config_variants_and_cli_errors(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("gka_cfg", cfg_path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    for v in ("makd", "ti", "db", "smoke"):
+    for v in ("makd", "db_tuned", "ti", "db", "smoke"):
         c = mod.get_config(v)
         assert set(c.methods.split(",")) <= set(gka.METHODS)
         with pytest.raises(AttributeError):
@@ -168,3 +168,71 @@ def test_config_variants_and_cli_errors(tmp_path, capsys):
     assert cli_main(gka.main, ["--config", cfg_path + ":smoke", "--workdir", str(tmp_path),
                                "--config.methods=lb,xx"]) == 2
     assert "unknown ['xx']" in capsys.readouterr().err
+
+
+def _gka_config(variant="makd"):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "gka_cfg", os.path.join(os.path.dirname(__file__), "..", "configs", "gka.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod, mod.get_config(variant)
+
+
+def test_run_subject_trains_and_samples_db_with_its_own_settings(setup, monkeypatch):
+    """config.db routes DB's train_stage (epochs, lr, batch) and its adapters/specs (rank, targets) into
+    training and sampling; MAKD keeps config.lora; equal settings (the default) share one draw."""
+    st = setup
+    calls, gens, seen = {}, [], {}
+
+    def fake_train(pipe, data, trainable, frozen, specs, *, epochs, batch, lr, seed, log=print):
+        if "metaword" in trainable:          # eq. 8: mu* = mu0 + 1 tells MAKD's stage from DB's below
+            seen["mu0"] = np.asarray(trainable["metaword"])
+            return {"metaword": trainable["metaword"] + 1.0}, []
+        name = "db" if np.array_equal(np.asarray(frozen["metaword"]), seen["mu0"]) else "makd"
+        calls[name] = dict(specs=specs, epochs=epochs, batch=batch, lr=lr, trainable=trainable)
+        return trainable, []
+
+    class FakeGen:
+        def __init__(self, pipe, specs, **kw):
+            self.specs = specs
+
+        def __call__(self, prompt, seeds, mu=None, adapters=None):
+            gens.append((self.specs, adapters))
+            return np.zeros((len(seeds), 8, 8, 3), np.float32)
+
+    score = {n: {"mean": 0.0, "std": 0.0} for n in ("dino", "clip", "total")}
+    monkeypatch.setattr(gka, "build_scg", lambda pipe, subject, **kw: st["scgs"][0])
+    monkeypatch.setattr(gka, "train_stage", fake_train)
+    monkeypatch.setattr(gka, "Generator", FakeGen)
+    monkeypatch.setattr(gka, "_cached", lambda pipe, key, build: build())   # no cached real Generator
+    monkeypatch.setattr(gka, "score_subject", lambda *a: dict(score))
+    monkeypatch.setattr(gka, "loss_fn_jit", lambda pipe, specs=None: lambda *a: 0.0)
+
+    mod, c = _gka_config("db_tuned")
+    c.methods, c.eval.fid, c.eval.n_images, c.eval.loss_repeats = "db,makd", False, 1, 1
+    c.db.rank, c.db.alpha, c.db.epochs, c.db.batch = 4, 4.0, 3, 16
+    out = gka.run_subject(st["pipe"], None, "animal_00", c, log=lambda m: None)
+    db, makd = calls["db"], calls["makd"]
+    assert (db["epochs"], db["batch"], db["lr"]) == (3, 16, 1e-3)
+    assert (makd["epochs"], makd["batch"], makd["lr"]) == (c.lora.epochs, c.lora.batch, c.lora.lr) == (5, 8, 1e-4)
+    assert any("/ff/net.2/" in k for k in db["specs"]) and not any("/ff/" in k for k in makd["specs"])
+    assert set(makd["specs"]) < set(db["specs"]) and set(db["trainable"]["lora"]) == set(db["specs"])
+    assert all(np.shape(a["lora_A"])[-1] == 4 for a in db["trainable"]["lora"].values())
+    assert all(np.shape(a["lora_A"])[-1] == 8 for a in makd["trainable"]["lora"].values())
+    # each LoRA is sampled with its own specs
+    assert [g[0] for g in gens] == [db["specs"], makd["specs"]]
+    n = lambda ad: sum(np.size(v) for a in ad.values() for v in a.values())  # noqa: E731
+    assert out["lora_params"] == {"db": n(db["trainable"]["lora"]), "makd": n(makd["trainable"]["lora"])}
+
+    # the default: db.* == lora.*, one adapter draw and one spec set for both (as before db.* existed)
+    calls.clear()
+    gens.clear()
+    _, c = _gka_config("makd")
+    c.methods, c.eval.fid, c.eval.n_images, c.eval.loss_repeats = "db,makd", False, 1, 1
+    assert c.db.to_dict() == c.lora.to_dict()
+    gka.run_subject(st["pipe"], None, "animal_00", c, log=lambda m: None)
+    assert calls["db"]["specs"] == calls["makd"]["specs"]
+    assert _identical(calls["db"]["trainable"], calls["makd"]["trainable"])
+    assert mod.WIDE_TARGETS != mod.ATTN_TARGETS == c.lora.targets

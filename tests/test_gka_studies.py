@@ -24,7 +24,7 @@ def _config(variant="smoke", **over):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     c = mod.get_config(variant)
-    c.metaword.epochs, c.lora.epochs, c.eval.n_images, c.eval.num_steps = 1, 1, 2, 2
+    c.metaword.epochs, c.lora.epochs, c.db.epochs, c.eval.n_images, c.eval.num_steps = 1, 1, 1, 2, 2
     for k, v in over.items():
         sec, f = k.split("__")
         setattr(c[sec], f, v)

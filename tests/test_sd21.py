@@ -42,6 +42,7 @@ def test_sd21_config_is_the_papers_setting():
     # Sec. VI-A4
     assert (c.gka.metaword.epochs, c.gka.metaword.lr, c.gka.metaword.init) == (4000, 5e-4, "paper")
     assert (c.gka.lora.epochs, c.gka.lora.lr, c.gka.lora.rank) == (4000, 1e-4, 8)
+    assert (c.gka.db.epochs, c.gka.db.lr, c.gka.db.rank) == (4000, 1e-4, 8)   # the paper's one LoRA recipe
     assert (c.tka.train.epochs, c.tka.train.lr, c.tka.adapter.rank) == (1000, 1e-4, 16)
     assert set(c.tka.methods.split(",")) == {"noka", "lora", "cala", "fullft"}
     assert (c.gka.eval.num_steps, c.gka.eval.n_images, c.scg.cloud_steps) == (50, 30, 50)
@@ -69,7 +70,7 @@ def test_sd21_refuses_absent_weights_before_work(tmp_path, monkeypatch):
 # the main job at a few steps per stage (as configs/smoke.py), on the tiny stand-ins
 TINY_DEPTH = [
     "--config.checkpoint_every_epochs=1", "--config.gka.metaword.epochs=2", "--config.gka.lora.epochs=2",
-    "--config.gka.eval.n_images=4", "--config.gka.eval.num_steps=5", "--config.gka.eval.loss_repeats=1",
+    "--config.gka.db.epochs=2", "--config.gka.eval.n_images=4", "--config.gka.eval.num_steps=5", "--config.gka.eval.loss_repeats=1",
     "--config.tka.seg.n_train=8", "--config.tka.seg.n_test=4", "--config.tka.train.epochs=2",
     "--config.tka.train.batch=4", "--config.tka.train.lr=1e-3", "--config.tka.train.log_every=1",
     "--config.tka.methods=noka,lora,cala", "--config.tka.conditions.rates=2/64,6/64",

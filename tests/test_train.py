@@ -193,3 +193,67 @@ def test_stage_checkpoint_round_trips_optax_state(tmp_path):
     assert type(tree["opt_state"][0]) is type(st[0]) and int(tree["opt_state"][0].count) == 1
     np.testing.assert_array_equal(tree["opt_state"][0].mu["lora"]["a/kernel"]["lora_A"],
                                   np.asarray(st[0].mu["lora"]["a/kernel"]["lora_A"]))
+
+
+def test_db_has_its_own_lora_settings_in_the_main_job(tmp_path, monkeypatch):
+    """gka.db routes DB's stage (settings, initial LoRA, specs) in Job.trained; MAKD keeps gka.lora; a
+    config.json from before gka.db existed resumes when db.* equals its gka.lora, else is refused."""
+    import importlib.util
+
+    import jax
+
+    from dekag_jax.errors import UsageError
+    from dekag_jax.ka import gka
+    from dekag_jax.train import Job, check_config
+
+    spec = importlib.util.spec_from_file_location("_smoke", SMOKE)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    c = mod.get_config()
+    assert c.gka.db.to_dict() == c.gka.lora.to_dict()          # default: the paper's one recipe
+    old = json.loads(c.to_json())
+    del old["gka"]["db"]
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    check_config(str(tmp_path), c)                              # the same run: accepted
+    c.unlock()
+    c.gka.db.lr = 1e-3
+    with pytest.raises(UsageError, match=r"differs in gka\.db\.lr\)"):
+        check_config(str(tmp_path), c)
+
+    # Job.trained on a stand-in Job: which settings, adapters and specs each LoRA stage gets
+    job = object.__new__(Job)
+    job.c, job.gka_methods = c, ["db", "makd"]
+    job.mu0, job.frozen = np.zeros((1, 1, 4), np.float32), {}
+    job.lora0, job.specs = {"attn": 1}, {"attn": "spec"}
+    job.lora0_db, job.specs_db, job.db_settings = {"wide": 2}, {"wide": "spec"}, c.gka.db
+    job.scg = lambda s: None
+    monkeypatch.setattr(gka, "make_data", lambda pipe, scgs: None)
+    job.pipe = None
+    seen = {}
+
+    def train_gka(subject, stage, data, trainable0, frozen, specs, sub, seed):
+        seen[stage] = (trainable0, specs, float(sub.lr))
+        return ({"metaword": jax.numpy.ones((1, 1, 4))} if stage == "metaword" else trainable0), [1.0]
+
+    job.train_gka = train_gka
+    out = job.trained(SUBJECT)
+    assert seen["lora_db"] == ({"lora": {"wide": 2}}, {"wide": "spec"}, 1e-3)
+    assert seen["lora_makd"] == ({"lora": {"attn": 1}}, {"attn": "spec"}, float(c.gka.lora.lr))
+    assert out["db"] == {"wide": 2} and out["makd"] == {"attn": 1}
+
+
+@pytest.mark.slow
+def test_db_with_other_targets_runs_end_to_end(tmp_path, env):
+    """The smoke job with DB's own targets and rank (gka.db): DB trains, samples and is scored with its
+    own specs (a LoRA on the feed-forward kernels too), MAKD with gka.lora's."""
+    wide = r".*/(attn[12]/to_(q|k|v|out\.0)|ff/net\.(0/proj|2)|proj_(in|out))/kernel"
+    d = str(tmp_path / "run")
+    p = _train(["--config", SMOKE + ":gka", "--workdir", d, "--config.gka.methods=db,makd,ub",
+                f"--config.gka.db.targets={wide}", "--config.gka.db.rank=4", "--config.gka.db.alpha=4.0",
+                "--config.gka.db.lr=1e-3"], env)
+    assert p.returncode == 0, p.stderr[-3000:]
+    m = _metrics(d)
+    assert {"db", "makd"} <= set(m["gka"][SUBJECT])
+    assert np.isfinite(m["gka"][SUBJECT]["db"]["edge"]["total"]["mean"])
+    with open(os.path.join(d, "state.json")) as f:
+        assert {"lora_db", "lora_makd", "edge"} <= set(json.load(f)["done"][SUBJECT])

@@ -40,7 +40,9 @@ plain LoRA and the training of (10) starts where LoRA's would (tested bit-identi
 Every form's parameters carry ``gate_kernel`` and ``gate_bias`` (the output layer), which is how
 ``adapt.lora`` tells a CALA adapter from a plain one; sigmoid2, linear and softmax have the same
 shapes, so the form itself is static configuration (``LoraSpec.gate``) that must travel with a
-trained adapter (``ka.tka.save_checkpoint`` writes it, ``load_checkpoint`` checks it).
+trained adapter (``ka.tka.save_checkpoint`` writes it, ``load_checkpoint`` checks it). Measured
+(``scripts/tka_sweep.py``, README "Sweep before reporting CALA vs LoRA"): at our short depth no form
+beats LoRA by more than the seed-to-seed noise, so the default stays ``sigmoid2``.
 
 **Normalisation of phi = (tau, gamma, omega)** to O(1) inputs over the paper's grid
 (tau in {1..6}/64, gamma in 0..20 dB, omega in {30, 300, 3000} ns), see ``normalise_phi``:

@@ -24,7 +24,11 @@ LoRA targets: the attention projections ``to_q/to_k/to_v/to_out.0`` of every sel
 cross-attention (``attn1``/``attn2``) of the UNet, the set diffusers' DreamBooth-LoRA script trains
 (``configs/gka.py`` ``lora.targets``); the paper's "all the parameter matrices of the U-Net" matches no
 published count (README, Adapters), and on the tiny world attention-only keeps DB and MAKD on the
-identical, cheaper adapter set.
+identical, cheaper adapter set. DB has its own settings (``config.db``: epochs, batch, lr, rank, alpha,
+targets; :func:`lora_settings`), equal to MAKD's ``config.lora`` by default (the paper's one recipe
+for both LoRA stages); other targets or rank give DB its own adapters and specs, drawn with the same
+key (``configs/gka.py:db_tuned``: DB's own study's setting). ``run_subject`` reports each LoRA's
+parameter count (``lora_params``).
 
 Multi-subject: the metaword is ``[S, n, D]`` (one per subject, picked per sample by a subject index)
 and one LoRA set is shared, so ``train_stage`` runs single- and multi-subject MAKD alike.
@@ -65,7 +69,7 @@ from dekag_jax.diffusion.generate import sample_latents, vae_decode
 from dekag_jax.diffusion.schedules import diffusion_loss
 from dekag_jax.ka.scg import SCG, build_scg
 
-__all__ = ["METHODS", "Data", "make_data", "make_loss", "eval_batch", "train_stage", "init_lora",
+__all__ = ["METHODS", "Data", "make_data", "make_loss", "eval_batch", "train_stage", "init_lora", "lora_settings",
            "loss_fn_jit", "Generator", "judge_feature_fns", "score_subject", "ub_subject", "fid_reference",
            "distribution_scores", "ub_cloud_images", "run_subject", "run", "main"]
 
@@ -155,6 +159,17 @@ def eval_batch(data: Data, pipe, *, seed: int = 1234, repeats: int = 4):
 def init_lora(pipe, key, *, rank: int, alpha: float, targets: str):
     """Zero-B LoRA on the edge UNet's kernels matching ``targets`` (one regex): ``(adapters, specs)``."""
     return lora.init(key, pipe.unet_params, [(targets, int(rank), float(alpha))])
+
+
+def lora_settings(config, method: str):
+    """The LoRA settings (``epochs, batch, lr, rank, alpha, targets``) of ``method`` ("db" or "makd"):
+    ``config.db`` for DB, ``config.lora`` for MAKD; a config without ``db`` (written before DB had its own
+    fields) gives DB ``config.lora``, what DB trained with then."""
+    if method == "db" and "db" in config:
+        return config.db
+    if method not in ("db", "makd"):
+        raise ValueError(f"lora_settings: method {method!r}; expected 'db' or 'makd'")
+    return config.lora
 
 
 def train_stage(pipe, data: Data, trainable: dict, frozen: dict, specs, *, epochs: int, batch: int, lr: float,
@@ -450,12 +465,20 @@ def run_subject(pipe, judges_fns, subject: str, config, *, workdir: str | None =
     dim = pipe.text_encoder.config.hidden_size
     mu0 = metaword.init_metaword(jax.random.fold_in(key, 1), dim, int(config.metaword.n_tokens),
                                  init=str(config.metaword.init))[None]  # [S=1, n, D]
-    adapters0, specs = init_lora(pipe, jax.random.fold_in(key, 2), rank=config.lora.rank, alpha=config.lora.alpha,
-                                 targets=str(config.lora.targets))
-    gen = _cached(pipe, ("gen", _specs_key(specs), int(config.eval.num_steps), float(config.eval.guidance)),
-                  lambda: Generator(pipe, specs, num_steps=int(config.eval.num_steps),
-                                    guidance_scale=float(config.eval.guidance)))
-    lora_loss = loss_fn_jit(pipe, specs)
+    # DB and MAKD each train their own LoRA settings (config ``db.*`` / ``lora.*``); with equal rank,
+    # alpha and targets (the default) both start from the one draw, as before ``db.*`` existed
+    lora_sets = {}
+    for name, sub in (("db", lora_settings(config, "db")), ("makd", config.lora)):
+        adapters0, specs = init_lora(pipe, jax.random.fold_in(key, 2), rank=sub.rank, alpha=sub.alpha,
+                                     targets=str(sub.targets))
+        lora_sets[name] = (sub, adapters0, specs)
+
+    def generator(specs):
+        return _cached(pipe, ("gen", _specs_key(specs), int(config.eval.num_steps), float(config.eval.guidance)),
+                       lambda: Generator(pipe, specs, num_steps=int(config.eval.num_steps),
+                                         guidance_scale=float(config.eval.guidance)))
+
+    gen = generator(lora_sets["makd"][2])
 
     samples: dict = {"cloud": scg.test_images[:8].astype(np.float32) / 255.0}
     fid_on = bool(config.eval.get("fid", True))
@@ -464,9 +487,10 @@ def run_subject(pipe, judges_fns, subject: str, config, *, workdir: str | None =
         out["fid_reference"] = (f"{len(fid_ref)} cloud images (cg_train + cg_test), judge {FID_JUDGE!r} features; "
                                 "UB: the cloud model at the eg_test seeds")
 
-    def evaluate(name, mu=None, adapters=None):
+    def evaluate(name, mu=None, adapters=None, specs=None):
         t = time.time()
-        imgs = gen(scg.prompt, gen_seeds, None if mu is None else mu[0], adapters)
+        g = gen if specs is None else generator(specs)
+        imgs = g(scg.prompt, gen_seeds, None if mu is None else mu[0], adapters)
         samples[name] = imgs[:8]
         out["scores"][name] = score_subject(judges_fns, imgs, scg.test_images)
         if fid_on:
@@ -501,15 +525,18 @@ def run_subject(pipe, judges_fns, subject: str, config, *, workdir: str | None =
     for name, mu in (("db", mu0), ("makd", mu_star)):
         if name not in methods:
             continue
+        sub, adapters0, specs = lora_sets[name]
         t = time.time()
         tr, hist = train_stage(pipe, data, {"lora": adapters0}, {**frozen, "metaword": mu}, specs,
-                               epochs=int(config.lora.epochs), batch=int(config.lora.batch), lr=float(config.lora.lr),
+                               epochs=int(sub.epochs), batch=int(sub.batch), lr=float(sub.lr),
                                seed=seed + 2, log=log)
         out["times_s"][f"lora_{name}"] = round(time.time() - t, 2)
-        out["eq6_loss"][name] = float(lora_loss(tr, {**frozen, "metaword": mu}, *ev[:2], jnp.asarray(data.ids),
-                                                *ev[2:]))
+        out["eq6_loss"][name] = float(loss_fn_jit(pipe, specs)(tr, {**frozen, "metaword": mu}, *ev[:2],
+                                                               jnp.asarray(data.ids), *ev[2:]))
         out[f"train_loss_lora_{name}"] = hist
-        evaluate(name, mu, tr["lora"])
+        out.setdefault("lora_params", {})[name] = int(sum(np.size(v) for a in tr["lora"].values()
+                                                          for v in a.values()))
+        evaluate(name, mu, tr["lora"], specs)
         if name == "makd" and workdir:
             from dekag_jax.weights import adapters as AF
 
