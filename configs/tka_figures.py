@@ -65,6 +65,7 @@ def get_config(arg: str = "default"):
     c.adapter = ml_collections.ConfigDict()    # as configs/tka.py
     c.adapter.rank = 16
     c.adapter.cala_phi = "condition"
+    c.adapter.cala_gate = "sigmoid2"           # CALA gate form (adapt/cala.py; configs/tka.py)
     c.adapter.fullft_decoder = True
 
     c.train = ml_collections.ConfigDict()      # T-KA depth of Figs. 10, 12, 13 (configs/tka.py's default)

@@ -121,7 +121,8 @@ def run(config, workdir: str, *, pipe=None, judges=None, log: Callable[[str], No
     # Full-FT at its own lr when fullft.lr > 0 (reason: configs/tka_figures.py); the other methods' tcfg
     # (their checkpoints' identity) is unchanged
     ft = {"fullft": {**tcfg, "lr": float(config.fullft.lr)}} if float(config.fullft.lr) > 0 else {}
-    adapter_kw = dict(fullft_decoder=bool(config.adapter.fullft_decoder), cala_phi=str(config.adapter.cala_phi))
+    adapter_kw = dict(fullft_decoder=bool(config.adapter.fullft_decoder), cala_phi=str(config.adapter.cala_phi),
+                      cala_gate=str(config.adapter.get("cala_gate", "sigmoid2")))
     cache = str(config.seg.cache_dir) or os.path.join(workdir, "seg")
 
     codec_dirs = _list(config.codecs)
