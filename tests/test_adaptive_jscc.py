@@ -155,6 +155,7 @@ def test_gradients_reach_the_policy_from_distortion_and_rate(models):
     assert norm(g["policy"]) == 0 and norm(g["latent_reconstructor"]) > 0
 
 
+@pytest.mark.slow   # 35 s at load 8 on the 2-core CPU (three traces of the chain and a gradient)
 def test_exploration_forces_the_rate_and_cuts_the_policy_gradient(models):
     """RC-JSCC training's exploration (ka/adaptive.py): explored samples are sent at the given n,
     the others at the policy's choice; with every sample explored no gradient reaches the policy."""
