@@ -363,7 +363,8 @@ def fig10_data(codecs: Mapping[str, tuple], subjects_data: Mapping[str, Mapping[
 
 
 def step_flops(setup, weights: LossWeights, grid, trainable, frozen, *, batch: int, latent_shape, image_shape,
-               lr: float = 1e-3, weight_decay: float = 0.0, gate_lr_mult: float = 1.0, jaxpr: bool = True) -> dict:
+               lr: float = 1e-3, weight_decay: float = 0.0, gate_lr_mult: float = 1.0, jaxpr: bool = True,
+               return_compiled: bool = False) -> dict:
     """FLOPs of one T-KA training step (batch ``batch``): ``{"xla", "jaxpr_model", "jaxpr_xla_like"}``.
 
     ``xla``: XLA's ``cost_analysis()["flops"]`` of the *compiled* step (``jit(step).lower(...)
@@ -371,7 +372,9 @@ def step_flops(setup, weights: LossWeights, grid, trainable, frozen, *, batch: i
     does not count). ``jaxpr_*``: ``perf.count_flops`` of the loss's value-and-grad (model =
     matmul + conv; xla_like adds elementwise), the cross-check (None unless ``jaxpr``). Shapes only:
     the step is compiled, never run. The optimiser is ``tka.train``'s (``tka.make_tx``), so the step is
-    the one training compiles (XLA's persistent cache, when on, serves it a second time)."""
+    the one training compiles (XLA's persistent cache, when on, serves it a second time).
+    ``return_compiled``: also ``"compiled"``, the executable (``scripts/bench_tka_step.py`` runs it:
+    called with concrete arrays of these shapes, trainable and opt_state donated)."""
     from dekag_jax import perf
 
     tx = tka.make_tx(setup.method, lr, weight_decay=weight_decay, gate_lr_mult=gate_lr_mult)
@@ -380,8 +383,10 @@ def step_flops(setup, weights: LossWeights, grid, trainable, frozen, *, batch: i
     x = jax.ShapeDtypeStruct((int(batch), *image_shape), jnp.float32)
     key = jax.eval_shape(lambda: jax.random.key(0))
     step = tka.make_step(setup, weights, grid, tx)
-    xla = perf.xla_cost_flops(step.lower(trainable, opt_state, frozen, z, x, key).compile())
-    out = {"xla": xla, "jaxpr_model": None, "jaxpr_xla_like": None}
+    compiled = step.lower(trainable, opt_state, frozen, z, x, key).compile()
+    out = {"xla": perf.xla_cost_flops(compiled), "jaxpr_model": None, "jaxpr_xla_like": None}
+    if return_compiled:
+        out["compiled"] = compiled
     if jaxpr:
         loss_fn = tka.make_loss(setup, weights, grid)
         fc = perf.count_flops(lambda t, f, zz, xx, k: jax.value_and_grad(loss_fn, has_aux=True)(t, f, zz, xx, k),
