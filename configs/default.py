@@ -18,10 +18,10 @@ Default depths, chosen to fit the issue's budget of 10 minutes for three subject
 (measured last session on a quiet machine: G-KA, all methods, 3 subjects 229 s; T-KA per subject
 S_EG ~29 s, No-KA 21 s, LoRA 77 s and CALA 67 s at 150 steps, Full-FT ~300 s):
 
-* G-KA: ``configs/gka.py``'s depth, 60 metaword epochs (lr 5e-4, the paper's) and 5 LoRA epochs
-  (lr 1e-4, the paper's), chosen from the Fig. 8 depth study on human_00 (``ka/gka_studies``):
-  eq. 5 peaks at 60 metaword epochs (its held-out automatic pick chooses 60); the LoRA over-trains
-  from about 10 epochs on. 50 DDIM steps,
+* G-KA: ``configs/gka.py``'s depth, 30 metaword epochs (lr 5e-4, the paper's) and 5 LoRA epochs
+  (lr 1e-4, the paper's): the Fig. 8 study on human_00 picks 60 metaword epochs, but 60 scored
+  below 30 on all three subjects here and costs ~20 s more per subject (configs/gka.py says more);
+  the LoRA over-trains from about 10 epochs on. 50 DDIM steps,
   30 eg_test images per method (eq. 5 needs them; fewer would widen the std the paper compares).
 * T-KA: 10 epochs over the 100 S_EG latents at batch 10 = 100 steps at lr 3e-3 (``configs/tka.py``:
   150 steps of batch 20 at 1e-3). Batch 10 instead of 20 (measured 2026-11-30, LoRA, animal_00,
